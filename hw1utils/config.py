@@ -1,0 +1,168 @@
+"""Run profile, device, seeding, repository paths and figure/result export."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIGURES_DIR = REPO_ROOT / "figures"
+PROFILES = ("quick", "full")
+
+# One table of sizes for every experiment: SIZES[experiment][profile] -> parameters.
+# Units are stated in the key names (epochs, examples, runs). Notebooks read these in their
+# `parameters` cell via `profile_params(experiment)`.
+SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "1-1a": {
+        "quick": dict(n_points=256, max_epochs=300, lr_search_epochs=100, seeds=2,
+                      lrs=(3e-3, 1e-2), plateau_patience=100),
+        "full": dict(n_points=512, max_epochs=20_000, lr_search_epochs=2_000, seeds=5,
+                     lrs=(1e-3, 3e-3, 1e-2, 3e-2), plateau_patience=2_000),
+    },
+    "1-1b": {
+        "quick": dict(epochs=1, batch_size=128, train_limit=1_000, seeds=1),
+        "full": dict(epochs=20, batch_size=128, train_limit=None, seeds=1),
+    },
+    "1-2a": {
+        "quick": dict(epochs=3, runs=8, snapshot_every=1, batch_size=128, train_limit=1_000,
+                      surface_grid=7, function_epochs=60),
+        "full": dict(epochs=30, runs=8, snapshot_every=3, batch_size=128, train_limit=None,
+                     surface_grid=31, function_epochs=3_000),
+    },
+    "1-2b": {
+        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, function_epochs=100),
+        "full": dict(epochs=20, batch_size=128, train_limit=None, function_epochs=3_000),
+    },
+    "1-2c": {
+        "quick": dict(runs=10, n_points=128, train_epochs=200, newton_steps=10, samples=200),
+        "full": dict(runs=100, n_points=256, train_epochs=3_000, newton_steps=100, samples=1_000),
+    },
+    "1-3a": {
+        "quick": dict(epochs=3, batch_size=128, train_limit=1_000, width=256),
+        "full": dict(epochs=300, batch_size=128, train_limit=None, width=256),
+    },
+    "1-3b": {
+        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, widths=12, seeds=1),
+        "full": dict(epochs=40, batch_size=128, train_limit=None, widths=14, seeds=3),
+    },
+    "1-3c": {
+        "quick": dict(epochs=2, train_limit=1_000, alphas=13),
+        "full": dict(epochs=40, train_limit=None, alphas=61),
+    },
+    "1-3d": {
+        "quick": dict(epochs=2, train_limit=1_000, batch_sizes=(16, 64, 256, 1024), hessian_examples=128,
+                      sharp_steps=5),
+        "full": dict(epochs=40, train_limit=None,
+                     batch_sizes=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192), hessian_examples=1_000,
+                     sharp_steps=20),
+    },
+}
+
+
+def profile() -> str:
+    """The active run profile, from HW1_PROFILE (default 'full')."""
+    name = os.environ.get("HW1_PROFILE", "full").strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"HW1_PROFILE={name!r} is not a profile; use one of {PROFILES}.")
+    return name
+
+
+def profile_params(experiment: str) -> dict[str, Any]:
+    """The sizes of `experiment` (e.g. '1-1a') in the active profile, as a fresh dict."""
+    if experiment not in SIZES:
+        raise KeyError(f"unknown experiment {experiment!r}; known: {sorted(SIZES)}")
+    return dict(SIZES[experiment][profile()])
+
+
+def is_quick() -> bool:
+    """True in the quick (smoke-test) profile."""
+    return profile() == "quick"
+
+
+def dataset_name(default: str = "mnist") -> str:
+    """The image dataset for the MNIST experiments: HW1_DATASET, else `default`."""
+    return os.environ.get("HW1_DATASET", default).strip().lower() or default
+
+
+def data_dir() -> Path:
+    """Folder holding datasets in torchvision's layout: HW1_DATA, default `data/` at the repo root."""
+    return Path(os.environ.get("HW1_DATA", REPO_ROOT / "data")).expanduser()
+
+
+def cache_dir() -> Path:
+    """Git-ignored folder for cached trainings: HW1_CACHE, default `.cache/` at the repo root."""
+    return Path(os.environ.get("HW1_CACHE", REPO_ROOT / ".cache")).expanduser()
+
+
+def offline() -> bool:
+    """True when HW1_OFFLINE=1 forbids downloads."""
+    return os.environ.get("HW1_OFFLINE", "0").strip().lower() in ("1", "true", "yes")
+
+
+def device() -> torch.device:
+    """CUDA when present (and not disabled by HW1_DEVICE=cpu), else CPU."""
+    wanted = os.environ.get("HW1_DEVICE", "").strip().lower()
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+_notebook: str | None = None
+
+
+def set_notebook(stem: str) -> Path:
+    """Name the running notebook, so figures and results go to figures/<stem>/; returns that folder."""
+    global _notebook
+    _notebook = stem
+    return figure_dir()
+
+
+def figure_dir() -> Path:
+    """figures/<notebook-stem>/ of the notebook named by `set_notebook` (created on demand)."""
+    if _notebook is None:
+        raise RuntimeError("call hw1utils.config.set_notebook('<notebook-stem>') before saving figures")
+    folder = FIGURES_DIR / _notebook
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_fig(fig, name: str, dpi: int = 110) -> Path:
+    """Write `fig` as figures/<notebook-stem>/<name>.png and return the path."""
+    path = figure_dir() / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Tensors, arrays and NumPy scalars turned into plain JSON values."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in results.json")
+
+
+def save_results(results: dict[str, Any]) -> Path:
+    """Write `results` as figures/<notebook-stem>/results.json (sorted keys, atomic replace)."""
+    path = figure_dir() / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True, default=_jsonable) + "\n")
+    tmp.replace(path)
+    return path

@@ -68,8 +68,7 @@ def same_size(counts: Sequence[int], tolerance: float = PARAM_TOLERANCE) -> bool
     return all(abs(n - mean) <= tolerance * mean for n in counts)
 
 
-def match_width(build: Callable[[int], nn.Module], target: int, max_width: int = 1 << 16,
-                tolerance: float = PARAM_TOLERANCE) -> int:
+def match_width(build: Callable[[int], nn.Module], target: int, tolerance: float = PARAM_TOLERANCE) -> int:
     """The width w (>= 1) whose `build(w)` has the parameter count closest to `target`, within `tolerance`.
 
     `build(w)` must have a parameter count that grows with w. Raises ValueError when no width
@@ -77,7 +76,10 @@ def match_width(build: Callable[[int], nn.Module], target: int, max_width: int =
     """
     if target < 1:
         raise ValueError(f"target parameter count must be positive, got {target}")
-    lo, hi = 1, max_width
+    hi = 1
+    while count_params(build(hi)) < target:  # grow the bracket without building huge models
+        hi *= 2
+    lo = max(hi // 2, 1)
     while lo < hi:  # smallest width whose count is >= target
         mid = (lo + hi) // 2
         if count_params(build(mid)) < target:
@@ -96,11 +98,29 @@ def match_width(build: Callable[[int], nn.Module], target: int, max_width: int =
 
 def mlp_with_params(in_features: int, depth: int, out_features: int, target: int,
                     activation: str = "relu") -> nn.Sequential:
-    """An MLP with `depth` equal hidden layers whose parameter count is within 1% of `target`."""
+    """An MLP with `depth` hidden layers and a parameter count within 1% of `target`.
+
+    All hidden layers share one width, except that the first may be adjusted to land within 1%
+    when equal widths jump over the target (counts move in steps of about the width).
+    """
     if depth < 1:
         raise ValueError(f"depth (hidden layers) must be >= 1, got {depth}")
-    width = match_width(lambda w: mlp(in_features, [w] * depth, out_features, activation), target)
-    return mlp(in_features, [width] * depth, out_features, activation)
+
+    def build(first: int, rest: int) -> nn.Sequential:
+        """The MLP with hidden widths [first, rest, rest, ...]."""
+        return mlp(in_features, [first] + [rest] * (depth - 1), out_features, activation)
+
+    equal = match_width(lambda w: build(w, w), target, tolerance=math.inf)
+    candidates = []
+    for rest in range(max(equal - 6, 1), equal + 7):
+        try:
+            candidates.append(build(match_width(lambda w, r=rest: build(w, r), target), rest))
+        except ValueError:
+            continue
+    if not candidates:
+        raise ValueError(f"no {depth}-hidden-layer MLP {in_features}->{out_features} has {target} parameters "
+                         f"within 1%: change the depth or the target")
+    return min(candidates, key=lambda m: abs(count_params(m) - target))
 
 
 def geometric_widths(smallest: int, largest: int, count: int) -> list[int]:

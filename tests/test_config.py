@@ -1,0 +1,66 @@
+"""Profiles, paths, seeding and result export."""
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hw1utils import config  # noqa: E402
+
+
+def test_profiles(monkeypatch):
+    monkeypatch.setenv("HW1_PROFILE", "quick")
+    assert config.is_quick()
+    quick = config.profile_params("1-3a")
+    monkeypatch.setenv("HW1_PROFILE", "full")
+    assert config.profile_params("1-3a") != quick
+    assert set(config.SIZES["1-3a"]["quick"]) == set(config.SIZES["1-3a"]["full"])
+    monkeypatch.setenv("HW1_PROFILE", "huge")
+    with pytest.raises(ValueError, match="quick"):
+        config.profile()
+    with pytest.raises(KeyError, match="known"):
+        config.profile_params("9-9z")
+
+
+def test_every_experiment_has_both_profiles_with_same_keys():
+    for name, table in config.SIZES.items():
+        assert set(table) == set(config.PROFILES), name
+        assert set(table["quick"]) == set(table["full"]), name
+
+
+def test_dataset_and_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("HW1_DATASET", "Fashion-MNIST")
+    assert config.dataset_name() == "fashion-mnist"
+    monkeypatch.delenv("HW1_DATASET")
+    assert config.dataset_name("mnist") == "mnist"
+    monkeypatch.setenv("HW1_DATA", str(tmp_path))
+    assert config.data_dir() == tmp_path
+    monkeypatch.setenv("HW1_DEVICE", "cpu")
+    assert config.device() == torch.device("cpu")
+
+
+def test_seed_everything_repeats():
+    config.seed_everything(3)
+    a = (torch.rand(3), np.random.rand(3))
+    config.seed_everything(3)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_save_fig_and_results(monkeypatch, tmp_path):
+    monkeypatch.setattr(config, "FIGURES_DIR", tmp_path)
+    config.set_notebook("nb-stem")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    path = config.save_fig(fig, "curve")
+    plt.close(fig)
+    assert path == tmp_path / "nb-stem" / "curve.png" and path.read_bytes()[:4] == b"\x89PNG"
+    out = config.save_results({"loss": torch.tensor([0.5]), "n": np.int64(3), "name": "x"})
+    assert json.loads(out.read_text()) == {"loss": [0.5], "n": 3, "name": "x"}
+    with pytest.raises(TypeError, match="results.json"):
+        config.save_results({"bad": object()})

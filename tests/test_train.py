@@ -1,0 +1,170 @@
+"""fit / evaluate / History and fit_ensemble against the plain loop."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hw1utils import models, train
+
+CPU = torch.device("cpu")
+
+
+def blobs(n=300, d=6, seed=0):
+    """A small separable 3-class problem (train and test)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(3, d, generator=g) * 3
+    y = torch.randint(0, 3, (2 * n,), generator=g)
+    x = centers[y] + torch.randn(2 * n, d, generator=g)
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def build():
+    return models.mlp(6, [12, 12], 3)
+
+
+def trained(seed, **kw):
+    torch.manual_seed(seed)
+    model = build()
+    history = train.fit(model, blobs(), seed=seed, **({"progress": False, "device": CPU} | kw))
+    return model, history
+
+
+def test_fit_learns_and_records_every_epoch():
+    model, h = trained(0, epochs=5, lr=1e-2, batch_size=32)
+    assert h.epoch == [0, 1, 2, 3, 4, 5]
+    assert h.train_loss[-1] < 0.5 * h.train_loss[0]
+    assert h.test_acc[-1] > 0.9
+    assert h.steps_per_epoch == math.ceil(300 / 32)
+    x, y, xt, yt = blobs()
+    assert h.final()["test_loss"] == pytest.approx(train.evaluate(model, xt, yt)[0])
+
+
+def test_fit_is_deterministic_for_a_seed():
+    a, ha = trained(1, epochs=3, lr=1e-2, batch_size=16)
+    b, hb = trained(1, epochs=3, lr=1e-2, batch_size=16)
+    c, _ = trained(2, epochs=3, lr=1e-2, batch_size=16)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert ha.train_loss == hb.train_loss
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+def test_record_steps_and_snapshots():
+    model, h = trained(0, epochs=4, lr=1e-2, batch_size=100, record_steps=True, snapshot_every=2)
+    assert len(h.step_loss) == len(h.step_grad_norm) == 4 * 3
+    assert sorted(h.snapshots) == [0, 2, 4]
+    assert torch.equal(h.snapshots[4], torch.cat([p.detach().flatten() for p in model.parameters()]))
+
+
+def test_step_grad_norm_is_the_norm_of_the_full_step_gradient():
+    x, y, _, _ = blobs()
+    torch.manual_seed(0)
+    model = build()
+    reference = build()
+    reference.load_state_dict(model.state_dict())
+    h = train.fit(model, (x, y), epochs=1, lr=1e-2, batch_size=None, record_steps=True,
+                  progress=False, device=CPU)
+    loss = F.cross_entropy(reference(x), y)
+    grads = torch.autograd.grad(loss, list(reference.parameters()))
+    expected = torch.sqrt(sum(g.pow(2).sum() for g in grads)).item()
+    assert h.step_grad_norm[0] == pytest.approx(expected, rel=1e-5)
+    assert h.step_loss[0] == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_on_epoch_values_and_eval_every():
+    seen = []
+    _, h = trained(0, epochs=6, lr=1e-2, eval_every=4,
+                   on_epoch=lambda epoch, model: seen.append(epoch) or {"epoch_again": epoch})
+    assert h.epoch == [0, 4, 6] == seen == h.extra["epoch_again"]
+
+
+def test_patience_stops_on_plateau():
+    _, h = trained(0, epochs=200, lr=1e-6, batch_size=None, patience=3, min_improvement=0.5)
+    assert h.epoch[-1] < 200
+
+
+def test_non_finite_loss_names_epoch_and_step():
+    x, y, _, _ = blobs()
+    x = x.clone()
+    x[150] = float("nan")
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step \d+"):
+        train.fit(build(), (x, y), epochs=1, lr=1e-2, batch_size=50, progress=False, device=CPU)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(epochs=0), "epochs"), (dict(epochs=2.5), "epochs"), (dict(batch_size=0), "batch_size"),
+    (dict(lr=0.0), "learning rate"), (dict(lr=-1e-3), "learning rate"), (dict(lr=float("nan")), "learning rate"),
+    (dict(optimizer="lbfgs"), "optimizer"), (dict(loss="hinge"), "loss"),
+])
+def test_bad_hyperparameters(kw, match):
+    args = dict(epochs=1, lr=1e-2, batch_size=8) | kw
+    with pytest.raises(ValueError, match=match):
+        train.fit(build(), blobs(), progress=False, device=CPU, **args)
+    with pytest.raises(ValueError, match=match):
+        train.fit_ensemble(build, [0, 1], blobs(), progress=False, device=CPU, **args)
+
+
+def test_input_shape_mismatch_is_explained():
+    x, y, _, _ = blobs()
+    with pytest.raises(ValueError, match=r"inputs of shape \(5,\)"):
+        train.fit(build(), (x[:, :5], y), epochs=1, lr=1e-2, progress=False, device=CPU)
+    with pytest.raises(ValueError, match="do not fit the model"):
+        train.fit_ensemble(build, [0], (x[:, :5], y), epochs=1, lr=1e-2, progress=False, device=CPU)
+
+
+def test_bad_data_arguments():
+    x, y, _, _ = blobs()
+    with pytest.raises(TypeError, match="ImageDataset or a tuple"):
+        train.fit(build(), x, epochs=1, lr=1e-2, progress=False, device=CPU)
+    with pytest.raises(ValueError, match="differ in length"):
+        train.fit(build(), (x, y[:-1]), epochs=1, lr=1e-2, progress=False, device=CPU)
+
+
+def test_evaluate_is_batch_size_independent():
+    model = build()
+    x, y, _, _ = blobs()
+    loss, acc = train.evaluate(model, x, y, batch_size=7)
+    with torch.no_grad():
+        out = model(x)
+    assert loss == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
+    assert acc == pytest.approx((out.argmax(1) == y).float().mean().item())
+    assert math.isnan(train.evaluate(model, x, y.float().unsqueeze(1).expand(-1, 3), loss="mse")[1])
+
+
+@pytest.mark.parametrize("optimizer, batch_size", [("adam", 32), ("sgd", 50), ("adam", None)])
+def test_ensemble_matches_separate_fits(optimizer, batch_size):
+    seeds = [3, 4, 5]
+    kw = dict(epochs=3, lr=1e-2, batch_size=batch_size, optimizer=optimizer, record_steps=True,
+              progress=False, device=CPU)
+    ens = train.fit_ensemble(build, seeds, blobs(), **kw)
+    for k, seed in enumerate(seeds):
+        model, h = trained(seed, **kw)
+        member = ens.model(k)
+        for p, q in zip(model.parameters(), member.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        assert h.train_loss == pytest.approx(ens.histories[k].train_loss, rel=1e-4)
+        assert h.step_grad_norm == pytest.approx(ens.histories[k].step_grad_norm, rel=1e-3)
+
+
+def test_ensemble_per_member_learning_rates_and_forward():
+    lrs = [1e-3, 3e-2]
+    ens = train.fit_ensemble(build, [7, 7], blobs(), epochs=2, lr=lrs, batch_size=64, progress=False, device=CPU)
+    for k, lr in enumerate(lrs):
+        model, _ = trained(7, epochs=2, lr=lr, batch_size=64)
+        torch.testing.assert_close(ens.model(k)[1].weight, model[1].weight, rtol=1e-4, atol=1e-5)
+    x = blobs()[0]
+    outs = ens.forward(x, batch_size=100)
+    assert outs.shape == (2, 300, 3)
+    torch.testing.assert_close(outs[1], ens.model(1)(x))
+    assert ens.flat().shape == (2, models.count_params(build()))
+    with pytest.raises(ValueError, match="one learning rate per seed"):
+        train.fit_ensemble(build, [1, 2], blobs(), epochs=1, lr=[1e-3], progress=False, device=CPU)
+
+
+def test_ensemble_nan_names_member():
+    x, y, _, _ = blobs()
+    with pytest.raises(FloatingPointError, match="ensemble member"):
+        train.fit_ensemble(build, [0, 1], (x * 1e30, y), epochs=5, lr=10.0, batch_size=None,
+                           optimizer="sgd", progress=False, device=CPU)

@@ -131,10 +131,13 @@ def set_notebook(stem: str) -> Path:
 
 
 def figure_dir() -> Path:
-    """figures/<notebook-stem>/ of the notebook named by `set_notebook` (created on demand)."""
+    """<figures>/<notebook-stem>/ of the notebook named by `set_notebook` (created on demand).
+
+    <figures> is HW1_FIGURES when set (tests use a temporary folder), else figures/ at the repo root.
+    """
     if _notebook is None:
         raise RuntimeError("call hw1utils.config.set_notebook('<notebook-stem>') before saving figures")
-    folder = FIGURES_DIR / _notebook
+    folder = Path(os.environ.get("HW1_FIGURES", FIGURES_DIR)).expanduser() / _notebook
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -6,7 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
+from . import cache as disk_cache
 from . import config
 
 LOSSES = ("cross_entropy", "mse")
@@ -190,6 +191,7 @@ def fit(
     on_epoch: Callable[[int, nn.Module], dict[str, Any]] | None = None,
     progress: bool = True,
     device: torch.device | None = None,
+    cache: str | None = None,
 ) -> History:
     """Train `model` in place on in-memory tensors and return its History.
 
@@ -204,6 +206,16 @@ def fit(
     x, y, x_test, y_test = as_tensors(data, device)
     model.to(device)
     _check_input_shape(model, x)
+    if cache:
+        settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, loss=loss,
+                        momentum=momentum, weight_decay=weight_decay, seed=seed, record_steps=record_steps,
+                        snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
+                        min_improvement=min_improvement, on_epoch=on_epoch, device=str(device))
+        key = disk_cache.fingerprint(model, (x, y, x_test, y_test), settings)
+        hit = disk_cache.load(cache, key)
+        if hit is not None:
+            model.load_state_dict(hit["model"])
+            return History(**hit["history"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True))
@@ -247,6 +259,8 @@ def fit(
             if patience and _plateaued(history.train_loss, patience, min_improvement):
                 break
     history.seconds = time.perf_counter() - start
+    if cache:
+        disk_cache.store(cache, key, {"model": model.state_dict(), "history": asdict(history)})
     return history
 
 
@@ -369,13 +383,14 @@ def fit_ensemble(
     min_improvement: float = 0.01,
     progress: bool = True,
     device: torch.device | None = None,
+    cache: str | None = None,
 ) -> Ensemble:
     """Train K = len(seeds) copies of `build()` at once with torch.func (stack_module_state + vmap).
 
     Member k is initialised after torch.manual_seed(seeds[k]) and draws its batches from a generator
     seeded with seeds[k], so it follows the same path as `fit(build(), data, seed=seeds[k])` after
     the same manual_seed. `lr` may be one value or one per member (for learning-rate searches).
-    With `patience`, training stops once every member's training loss has plateaued.
+    With `patience`, training stops once every member's training loss has plateaued; `cache` as in `fit`.
     """
     seeds = list(seeds)
     lrs = [float(lr)] * len(seeds) if isinstance(lr, (int, float)) else [float(v) for v in lr]
@@ -391,6 +406,16 @@ def fit_ensemble(
     _check_input_shape(members[0], x)
     template = copy.deepcopy(members[0])
     params, buffers = stack_module_state(members)
+    if cache:
+        settings = dict(epochs=epochs, lrs=lrs, batch_size=batch_size, optimizer=optimizer, loss=loss,
+                        momentum=momentum, record_steps=record_steps, snapshot_every=snapshot_every,
+                        eval_every=eval_every, patience=patience, min_improvement=min_improvement,
+                        seeds=seeds, device=str(device))
+        key = disk_cache.fingerprint(template, params, buffers, (x, y, x_test, y_test), settings)
+        hit = disk_cache.load(cache, key)
+        if hit is not None:
+            on_device = {n: t.to(device) for n, t in hit["params"].items()}
+            return Ensemble(template, on_device, buffers, seeds, [History(**h) for h in hit["histories"]])
     names = list(params)
     opt = StackedOptimizer(list(params.values()), torch.tensor(lrs), optimizer, momentum)
     loss_fn = loss_function(loss)
@@ -449,4 +474,7 @@ def fit_ensemble(
     for h in histories:
         h.seconds = seconds
     detached = {n: p.detach() for n, p in params.items()}
+    if cache:
+        disk_cache.store(cache, key, {"params": detached, "buffers": buffers,
+                                      "histories": [asdict(h) for h in histories]})
     return Ensemble(template, detached, buffers, seeds, histories)

@@ -45,9 +45,9 @@ class History:
         return {"epoch": self.epoch[-1], **{k: getattr(self, k)[-1] for k in keys}}
 
     def to_dict(self, with_steps: bool = False) -> dict[str, Any]:
-        """Plain lists for results.json (snapshots left out; per-step lists only when asked)."""
+        """Plain lists for results.json: deterministic values only (no wall time, no snapshots)."""
         out = {k: getattr(self, k) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")}
-        out.update(seconds=self.seconds, steps_per_epoch=self.steps_per_epoch, **self.extra)
+        out.update(steps_per_epoch=self.steps_per_epoch, **self.extra)
         if with_steps:
             out.update(step_loss=self.step_loss, step_grad_norm=self.step_grad_norm)
         return out

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 
@@ -69,4 +70,134 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]], right: Ma
     ax.legend(lines, [line.get_label() for line in lines], fontsize="small", loc="best")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weight trajectories, loss surfaces and per-step curves (1-2a, 1-2b)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _metric_norm(values: np.ndarray, log: bool) -> Normalize:
+    """A colour scale over the finite values: logarithmic when asked and all values are positive."""
+    finite = values[np.isfinite(values)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+    return LogNorm(lo, hi) if log and lo > 0 else Normalize(lo, hi)
+
+
+def trajectory_scatter(coords: np.ndarray, run: np.ndarray, values: np.ndarray, ax: Axes | None = None,
+                       value_label: str = "loss", log_color: bool = True, xlabel: str = "PC 1",
+                       ylabel: str = "PC 2", title: str = "", cmap: str = "viridis") -> Figure:
+    """2-D weight trajectories: one line per run (run colours, in row order), points coloured by `values`.
+
+    Each run's first point is a square, its last point a star labelled with the run and its value; the
+    markers' edges carry the run colour.
+    """
+    fig, ax = axes(ax, figsize=(7.0, 5.0))
+    coords, run, values = np.asarray(coords, dtype=float), np.asarray(run), np.asarray(values, dtype=float)
+    norm = _metric_norm(values, log_color)
+    run_colors = plt.get_cmap("tab10")
+    for k, r in enumerate(dict.fromkeys(run.tolist())):
+        xy, v = coords[run == r], values[run == r]
+        color = run_colors(k % 10)
+        ax.plot(xy[:, 0], xy[:, 1], "-", color=color, linewidth=1.6, alpha=0.9, label=f"run {r}")
+        ax.scatter(xy[1:-1, 0], xy[1:-1, 1], c=v[1:-1], cmap=cmap, norm=norm, s=28, edgecolors="none",
+                   zorder=3)
+        ax.scatter(*xy[0], c=v[:1], cmap=cmap, norm=norm, marker="s", s=50, edgecolors=[color], linewidths=1.8,
+                   zorder=3)
+        ax.scatter(*xy[-1], c=v[-1:], cmap=cmap, norm=norm, marker="*", s=170, edgecolors=[color],
+                   linewidths=1.4, zorder=4)
+        ax.annotate(f"run {r}: {v[-1]:.3g}", xy[-1], textcoords="offset points", xytext=(5, 4), fontsize=7,
+                    color=color)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=value_label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize="x-small", ncol=2, title="square: start, star: end", title_fontsize="x-small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def loss_contours(a_grid: np.ndarray, b_grid: np.ndarray, losses: np.ndarray,
+                  paths: Mapping[str, np.ndarray] | None = None, ax: Axes | None = None, log: bool = True,
+                  levels: int = 25, xlabel: str = "direction 1", ylabel: str = "direction 2",
+                  title: str = "") -> Figure:
+    """Filled contours of a loss surface (log-spaced levels by default) with (N, 2) paths drawn on top.
+
+    Each path is a line with markers, a square at its start and a star at its end; the grid centre
+    (a, b) = (0, 0) is marked with a cross when it lies inside the grid.
+    """
+    fig, ax = axes(ax, figsize=(6.4, 5.0))
+    losses = np.asarray(losses, dtype=float)
+    positive = losses[np.isfinite(losses) & (losses > 0)]
+    if log and len(positive):
+        bounds = np.geomspace(positive.min(), positive.max(), levels)
+        norm = LogNorm(bounds[0], bounds[-1])
+    else:
+        bounds, norm = np.linspace(np.nanmin(losses), np.nanmax(losses), levels), None
+    filled = ax.contourf(a_grid, b_grid, losses, levels=bounds, norm=norm, cmap="viridis", extend="both")
+    ax.contour(a_grid, b_grid, losses, levels=bounds[::3], colors="white", linewidths=0.5, alpha=0.6)
+    colorbar = fig.colorbar(filled, ax=ax, label="loss", format="%.3g")
+    colorbar.set_ticks(bounds[:: max(1, len(bounds) // 6)])
+    colorbar.minorticks_off()
+    path_colors = plt.get_cmap("tab10")
+    for k, (label, path) in enumerate((paths or {}).items()):
+        xy = np.asarray(path, dtype=float)
+        color = path_colors((k + 1) % 10)
+        ax.plot(xy[:, 0], xy[:, 1], ".-", color=color, label=label, markersize=5)
+        ax.plot(*xy[0], "s", color=color, markeredgecolor="k")
+        ax.plot(*xy[-1], "*", color=color, markeredgecolor="k", markersize=12)
+    if a_grid.min() <= 0 <= a_grid.max() and b_grid.min() <= 0 <= b_grid.max():
+        ax.plot(0, 0, "x", color="red", markersize=9, label="centre")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize="x-small", loc="upper right")
+    return fig
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Centred mean over `window` neighbours (fewer at the ends), the same length as `values`."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    index = np.arange(len(values))
+    lo, hi = np.maximum(index - window // 2, 0), np.minimum(index + (window - 1) // 2 + 1, len(values))
+    return (sums[hi] - sums[lo]) / (hi - lo)
+
+
+def step_curves(step_loss: Sequence[float], step_grad_norm: Sequence[float], steps_per_epoch: int,
+                epochs: Sequence[int] = (), epoch_loss: Sequence[float] = (),
+                epoch_grad_norm: Sequence[float] = (), window: int = 1, axs: Sequence[Axes] | None = None,
+                log_loss: bool = True, log_grad: bool = True, title: str = "") -> Figure:
+    """Loss (top) and gradient norm (bottom) at every iteration, on a shared iteration axis.
+
+    Per-step values are thin lines (with a `window`-step moving average when window > 1); values
+    measured at epoch ends (`epochs`, `epoch_loss`, `epoch_grad_norm`) are markers at iteration
+    epoch * steps_per_epoch. Iteration i is the step taken from the weights after i updates, so an
+    epoch-end value lines up with the step that follows it.
+    """
+    if len(step_loss) != len(step_grad_norm):
+        raise ValueError("step_loss and step_grad_norm differ in length: "
+                         f"{len(step_loss)} vs {len(step_grad_norm)}")
+    if axs is None:
+        fig, axs = plt.subplots(2, 1, figsize=(8.0, 6.0), sharex=True, layout="constrained")
+    fig = axs[0].figure
+    iteration = np.arange(len(step_loss))  # step i starts from the weights after i updates
+    at_epoch = np.asarray(epochs, dtype=float) * steps_per_epoch
+    panels = ((axs[0], step_loss, epoch_loss, "loss", "tab:blue", log_loss),
+              (axs[1], step_grad_norm, epoch_grad_norm, "gradient 2-norm", "tab:red", log_grad))
+    for ax, per_step, per_epoch, name, color, log in panels:
+        ax.plot(iteration, per_step, color=color, linewidth=0.6, alpha=0.45 if window > 1 else 0.9,
+                label=f"{name} of the step's mini-batch")
+        if window > 1:
+            ax.plot(iteration, moving_average(per_step, window), color=color, linewidth=1.6,
+                    label=f"centred moving average ({window} steps)")
+        if len(per_epoch):
+            ax.plot(at_epoch, per_epoch, "o", color="k", markersize=3.5,
+                    label=f"{name} on all training data (epoch end)")
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper right")
+    axs[1].set_xlabel(f"iteration ({steps_per_epoch} per epoch)")
+    axs[0].set_title(title)
     return fig

@@ -31,36 +31,44 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "1-2a": {
         "quick": dict(epochs=3, runs=8, snapshot_every=1, batch_size=128, train_limit=1_000,
-                      surface_grid=7, function_epochs=60),
+                      surface_grid=7, surface_examples=500, function_points=128, function_epochs=60,
+                      function_snapshot_every=6),
         "full": dict(epochs=30, runs=8, snapshot_every=3, batch_size=128, train_limit=None,
-                     surface_grid=31, function_epochs=3_000),
+                     surface_grid=31, surface_examples=4_000, function_points=256, function_epochs=3_000,
+                     function_snapshot_every=150),
     },
     "1-2b": {
-        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, function_epochs=100),
-        "full": dict(epochs=20, batch_size=128, train_limit=None, function_epochs=3_000),
+        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, function_points=128, function_epochs=100,
+                      function_eval_every=10),
+        "full": dict(epochs=20, batch_size=128, train_limit=None, function_points=256, function_epochs=3_000,
+                     function_eval_every=30),
     },
-    "1-2c": {
-        "quick": dict(runs=10, n_points=128, train_epochs=200, newton_steps=10, samples=200),
-        "full": dict(runs=100, n_points=256, train_epochs=3_000, newton_steps=100, samples=1_000),
+    "1-2c": {  # n_points: training inputs; newton_steps: Levenberg-Marquardt Hessians; samples: per run
+        "quick": dict(runs=10, n_points=64, train_epochs=1_000, newton_steps=15, samples=200),
+        "full": dict(runs=100, n_points=64, train_epochs=3_000, newton_steps=30, samples=1_000),
     },
-    "1-3a": {
+    "1-3a": {  # 4,000 train examples in full: the cap memorises them (40-55 epochs measured); 60k would not
         "quick": dict(epochs=3, batch_size=128, train_limit=1_000, width=256),
-        "full": dict(epochs=300, batch_size=128, train_limit=None, width=256),
+        "full": dict(epochs=100, batch_size=128, train_limit=4_000, width=256),
     },
-    "1-3b": {
-        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, widths=12, seeds=1),
-        "full": dict(epochs=40, batch_size=128, train_limit=None, widths=14, seeds=3),
+    "1-3b": {  # widths: how many geometric widths between smallest_width and largest_width
+        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, widths=12, seeds=1,
+                      smallest_width=3, largest_width=384),
+        "full": dict(epochs=40, batch_size=128, train_limit=None, widths=14, seeds=3,
+                     smallest_width=3, largest_width=384),
     },
-    "1-3c": {
-        "quick": dict(epochs=2, train_limit=1_000, alphas=13),
-        "full": dict(epochs=40, train_limit=None, alphas=61),
+    "1-3c": {  # epochs: batch-64 models; large_batch_epochs: the batch-1024 model (16x fewer steps per epoch)
+        "quick": dict(epochs=2, large_batch_epochs=8, train_limit=1_000, alphas=13),
+        "full": dict(epochs=40, large_batch_epochs=160, train_limit=None, alphas=61),
     },
+    # 1-3d: epochs per model = max(epochs, ceil(min_steps / steps per epoch)); a model per batch size and seed;
+    # rescale_points factors a from 1e-2 to 1e2 for the Dinh et al. rescaling
     "1-3d": {
-        "quick": dict(epochs=2, train_limit=1_000, batch_sizes=(16, 64, 256, 1024), hessian_examples=128,
-                      sharp_steps=5),
-        "full": dict(epochs=40, train_limit=None,
-                     batch_sizes=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192), hessian_examples=1_000,
-                     sharp_steps=20),
+        "quick": dict(epochs=2, min_steps=20, train_limit=1_000, batch_sizes=(16, 64, 256, 1024), seeds=1,
+                      hessian_examples=128, sharp_steps=5, rescale_points=3),
+        "full": dict(epochs=30, min_steps=800, train_limit=None,
+                     batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096), seeds=2,
+                     hessian_examples=1_000, sharp_steps=20, rescale_points=9),
     },
 }
 

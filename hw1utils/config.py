@@ -23,12 +23,12 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         # once the best loss of the last plateau_patience epochs is < 10% below the earlier best (eval_every)
         "quick": dict(n_points=128, lr_search_epochs=100, lrs=(3e-3, 1e-2), search_seeds=1, seeds=2,
                       max_epochs=200, plateau_patience=100, eval_every=10),
-        "full": dict(n_points=256, lr_search_epochs=2_000, lrs=(1e-3, 3e-3, 1e-2, 3e-2), search_seeds=3, seeds=5,
+        "full": dict(n_points=256, lr_search_epochs=1_000, lrs=(1e-3, 3e-3, 1e-2, 3e-2), search_seeds=3, seeds=5,
                      max_epochs=20_000, plateau_patience=1_000, eval_every=50),
     },
     "1-1b": {  # second_train_limit: training images of the second task (Fashion-MNIST has 60,000)
         "quick": dict(epochs=1, batch_size=128, train_limit=1_000, second_train_limit=1_000, seeds=1),
-        "full": dict(epochs=20, batch_size=128, train_limit=None, second_train_limit=4_000, seeds=2),
+        "full": dict(epochs=10, batch_size=128, train_limit=None, second_train_limit=4_000, seeds=2),
     },
     "1-2a": {
         "quick": dict(epochs=3, runs=8, snapshot_every=1, batch_size=128, train_limit=1_000,

@@ -67,7 +67,7 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]], right: Ma
     if logy_left:
         ax.set_yscale("log")
     lines = ax.get_lines() + other.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], fontsize="small", loc="best")
+    other.legend(lines, [line.get_label() for line in lines], fontsize="small", loc="best")  # on top of both
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return fig

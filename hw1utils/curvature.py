@@ -12,6 +12,7 @@ would make the loss depend on the batch cut).
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 FlatLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
+# torch.func's forward-mode AD calls the deprecated torch.jit.script internally (torch 2.14): not ours to fix
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 SAMPLE_CHUNK = 256  # nearby weight vectors evaluated at once by sampled_minimal_ratio (bounds memory)
 MU_LIMITS = (1e-30, 1e30)  # the damping of minimize_grad_norm stays inside these; at the top a member stops
 FD_STEP = 0.1  # finite-difference step, as a fraction of the LM velocity, for the geodesic acceleration

@@ -167,7 +167,11 @@ def _record_eval(history: History, epoch: int, metrics: Sequence[tuple[float, fl
 
 
 def _eval_epochs(epochs: int, eval_every: int) -> set[int]:
-    """Epochs at which metrics are recorded: 0, every `eval_every`, and the last."""
+    """Epochs at which metrics are recorded: 0, every `eval_every`, and the last (none when eval_every is 0)."""
+    if not isinstance(eval_every, int) or eval_every < 0:
+        raise ValueError(f"eval_every must be a non-negative integer (0: never evaluate), got {eval_every!r}")
+    if eval_every == 0:
+        return set()
     return {0, epochs, *range(eval_every, epochs + 1, eval_every)}
 
 
@@ -197,7 +201,8 @@ def fit(
 
     Batches are slices of a fresh random permutation per epoch, drawn from a generator seeded with
     `seed` (batch_size None: full batch). Metrics are evaluated at epoch 0, every `eval_every`
-    epochs and at the end; with `patience`, training stops once the training loss has not improved
+    epochs and at the end (eval_every=0: never, for pure training); with `patience`, training stops
+    once the training loss has not improved
     by `min_improvement` (relative) over `patience` evaluations. `snapshot_every` stores flat
     weights at epoch 0 and every n epochs; `on_epoch(epoch, model)` may return values to record.
     """
@@ -217,7 +222,7 @@ def fit(
             model.load_state_dict(hit["model"])
             return History(**hit["history"])
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True) if optimizer == "adam"
+    opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True))
     loss_fn = loss_function(loss)
     generator = torch.Generator().manual_seed(seed)

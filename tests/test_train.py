@@ -168,3 +168,12 @@ def test_ensemble_nan_names_member():
     with pytest.raises(FloatingPointError, match="ensemble member"):
         train.fit_ensemble(build, [0, 1], (x * 1e30, y), epochs=5, lr=10.0, batch_size=None,
                            optimizer="sgd", progress=False, device=CPU)
+
+
+def test_eval_every_zero_trains_without_evaluating():
+    model, h = trained(0, epochs=2, lr=1e-2, eval_every=0)
+    assert h.epoch == [] and h.train_loss == []
+    reference, _ = trained(0, epochs=2, lr=1e-2)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters()))
+    with pytest.raises(ValueError, match="eval_every"):
+        trained(0, epochs=1, lr=1e-2, eval_every=-1)

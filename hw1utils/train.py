@@ -118,6 +118,11 @@ def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> list
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
+def _steps_per_epoch(n: int, batch_size: int | None) -> int:
+    """Number of batches `_batches` cuts an epoch of n examples into."""
+    return 1 if batch_size is None or batch_size >= n else math.ceil(n / batch_size)
+
+
 def accuracy_from_outputs(out: Tensor, y: Tensor) -> Tensor:
     """Number of correct arg-max predictions (nan-free; 0 for regression targets)."""
     return (out.argmax(-1) == y).sum() if y.dtype == torch.long else out.new_zeros(())
@@ -226,9 +231,7 @@ def fit(
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True))
     loss_fn = loss_function(loss)
     generator = torch.Generator().manual_seed(seed)
-    history = History()
-    history.steps_per_epoch = len(_batches(len(x), batch_size, generator))
-    generator.manual_seed(seed)
+    history = History(steps_per_epoch=_steps_per_epoch(len(x), batch_size))
     evals = _eval_epochs(epochs, eval_every)
     start = time.perf_counter()
 
@@ -428,9 +431,7 @@ def fit_ensemble(
     per_member = vmap(call, in_dims=(0, 0, 0))
     shared = vmap(call, in_dims=(0, 0, None))
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    histories = [History(steps_per_epoch=len(_batches(len(x), batch_size, g))) for g in generators]
-    for g, s in zip(generators, seeds):
-        g.manual_seed(s)
+    histories = [History(steps_per_epoch=_steps_per_epoch(len(x), batch_size)) for _ in seeds]
     evals = _eval_epochs(epochs, eval_every)
     full_batch = batch_size is None or batch_size >= len(x)
     start = time.perf_counter()

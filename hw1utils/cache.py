@@ -21,6 +21,7 @@ from torch import nn
 from . import config
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+_announced: set[str] = set()  # entry names whose cache hits were already reported in this process
 
 
 @cache
@@ -89,6 +90,9 @@ def load(name: str, key: str) -> dict[str, Any] | None:
     if not isinstance(entry, dict) or entry.get("key") != key:
         warnings.warn(f"ignoring stale cache entry {path}; recomputing", stacklevel=2)
         return None
+    if name not in _announced:
+        _announced.add(name)
+        print(f"{name}: finished trainings loaded from the cache (HW1_CACHE=off retrains)", flush=True)
     return entry["payload"]
 
 

@@ -13,6 +13,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = REPO_ROOT / "figures"
+SCRATCH_DIR = REPO_ROOT / "scratch"  # git-ignored: where quick-profile and scratch runs write
 PROFILES = ("quick", "full")
 
 # One table of sizes for every experiment: SIZES[experiment][profile] -> parameters.
@@ -109,6 +110,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HW1_CACHE", REPO_ROOT / ".cache")).expanduser()
 
 
+def show_progress() -> bool:
+    """False when HW1_PROGRESS=0 (headless runs: no progress bars stored in the notebooks)."""
+    return os.environ.get("HW1_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def shown_path(path: Path | str) -> str:
+    """`path` relative to the repository when inside it, so printed text names no machine's folders."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def offline() -> bool:
     """True when HW1_OFFLINE=1 forbids downloads."""
     return os.environ.get("HW1_OFFLINE", "0").strip().lower() in ("1", "true", "yes")
@@ -139,15 +154,26 @@ def set_notebook(stem: str) -> Path:
     return figure_dir()
 
 
-def figure_dir() -> Path:
-    """<figures>/<notebook-stem>/ of the notebook named by `set_notebook` (created on demand).
+def figures_root() -> Path:
+    """HW1_FIGURES when set; else figures/ in the full profile and scratch/figures/ in the quick one."""
+    if os.environ.get("HW1_FIGURES"):
+        return Path(os.environ["HW1_FIGURES"]).expanduser()
+    return FIGURES_DIR if profile() == "full" else SCRATCH_DIR / "figures"
 
-    <figures> is HW1_FIGURES when set (tests use a temporary folder), else figures/ at the repo root.
-    """
+
+def figure_dir() -> Path:
+    """<figures root>/<notebook-stem>/ of the notebook named by `set_notebook` (created on demand)."""
     if _notebook is None:
         raise RuntimeError("call hw1utils.config.set_notebook('<notebook-stem>') before saving figures")
-    folder = Path(os.environ.get("HW1_FIGURES", FIGURES_DIR)).expanduser() / _notebook
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = figures_root() / _notebook
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"cannot write figures and results to {folder} ({err.strerror}); "
+                              "set HW1_FIGURES to a writable folder") from err
     return folder
 
 

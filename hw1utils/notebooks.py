@@ -1,14 +1,18 @@
-"""Headless notebook runs: execute in place with nbconvert, then leave the file clean for git.
+"""Headless notebook runs: execute with nbconvert, then leave the files clean for git.
 
-    python -m hw1utils.notebooks run [NOTEBOOK ...]    # default: every notebooks/*.ipynb, in order
-    python -m hw1utils.notebooks clean NOTEBOOK ...    # strip volatile metadata only
+    python -m hw1utils.notebooks run [NOTEBOOK ...] [--out DIR]   # default: every notebooks/*.ipynb, in order
+    python -m hw1utils.notebooks clean NOTEBOOK ...               # strip volatile metadata only
 
-The profile comes from HW1_PROFILE as usual (quick | full).
+The profile comes from HW1_PROFILE as usual (quick | full). The full profile rewrites the committed
+notebooks and figures in place; the quick profile writes to scratch/ (git-ignored) instead, so a smoke
+test never touches them. --out DIR sends the notebooks to DIR/notebooks/ and the figures to DIR/figures/.
+Progress bars are off in these runs (HW1_PROGRESS=0), so no widget state or progress text is stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,11 +20,13 @@ from pathlib import Path
 import nbformat
 from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
+from . import config
 from .config import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT_S = 1800  # one cell may run this long before the run is declared stuck
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
 def all_notebooks() -> list[Path]:
@@ -29,7 +35,7 @@ def all_notebooks() -> list[Path]:
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop execution counts, volatile metadata and widget outputs; keep cell tags and other outputs."""
+    """Drop execution counts, volatile metadata and widget outputs; keep cell tags, other outputs, the kernelspec."""
     for cell in nb.cells:
         cell.metadata = {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
         if cell.cell_type != "code":
@@ -45,23 +51,51 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                 out.metadata = {}
             kept.append(out)
         cell.outputs = kept
-    nb.metadata = {k: nb.metadata[k] for k in ("kernelspec",) if k in nb.metadata}
-    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     return nb
 
 
-def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
-    """Execute `path` in place (working folder: its own) and clean it; returns wall seconds.
+def execute(path: Path, target: Path | None = None, timeout: int = CELL_TIMEOUT_S) -> float:
+    """Execute `path` (working folder: its own), clean it and write it to `target` (default: in place).
 
-    On a cell error the file is left unchanged and CellExecutionError propagates.
+    Returns wall seconds. On a cell error nothing is written and CellExecutionError propagates.
     """
     nb = nbformat.read(path, as_version=4)
     runner = ExecutePreprocessor(timeout=timeout, kernel_name="python3")
     start = time.perf_counter()
     runner.preprocess(nb, {"metadata": {"path": str(path.parent)}})
     seconds = time.perf_counter() - start
-    nbformat.write(clean(nb), path)
+    target = target or path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(clean(nb), target)
     return seconds
+
+
+def output_root(out: Path | None) -> Path | None:
+    """Where a run writes: `out` if given, scratch/ in the quick profile, None (in place) in the full one."""
+    if out is not None:
+        return out
+    return None if config.profile() == "full" else config.SCRATCH_DIR
+
+
+def run(paths: list[Path], out: Path | None, timeout: int) -> list[str]:
+    """Execute `paths` one after another, printing each wall time; returns the names that failed."""
+    root = output_root(out)
+    os.environ["HW1_PROGRESS"] = "0"
+    if root is not None:
+        os.environ.setdefault("HW1_FIGURES", str(root / "figures"))
+        print(f"writing notebooks to {config.shown_path(root / 'notebooks')}, "
+              f"figures to {config.shown_path(os.environ['HW1_FIGURES'])}", flush=True)
+    failed, start = [], time.perf_counter()
+    for path in paths:
+        target = None if root is None else root / "notebooks" / path.name
+        try:
+            print(f"{path.name}: {execute(path, target, timeout):.1f} s", flush=True)
+        except CellExecutionError as err:
+            failed.append(path.name)
+            print(f"{path.name}: FAILED (nothing written)\n{err}", file=sys.stderr, flush=True)
+    print(f"all {len(paths)} notebooks: {time.perf_counter() - start:.1f} s", flush=True)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,22 +104,22 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("run", "clean"))
     parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path, help="write notebooks and figures under this folder")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds allowed per cell")
     args = parser.parse_args(argv)
     paths = args.notebooks or all_notebooks()
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
-    failed = []
-    for path in paths:
-        if args.command == "clean":
+    if args.command == "clean":
+        for path in paths:
             nbformat.write(clean(nbformat.read(path, as_version=4)), path)
-            continue
-        try:
-            print(f"{path.name}: {execute(path, args.timeout):.1f} s", flush=True)
-        except CellExecutionError as err:
-            failed.append(path.name)
-            print(f"{path.name}: FAILED (left unchanged)\n{err}", file=sys.stderr, flush=True)
+        return 0
+    try:
+        config.profile()
+    except ValueError as err:
+        parser.error(str(err))
+    failed = run(paths, args.out, args.timeout)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -148,6 +148,11 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy"
     return total / len(x), acc
 
 
+def _progress(requested: bool | None) -> bool:
+    """Whether to show a progress bar: as requested, else as config.show_progress() says."""
+    return config.show_progress() if requested is None else requested
+
+
 def _flat(params: Sequence[Tensor]) -> Tensor:
     """Parameters concatenated into one float32 CPU vector."""
     return torch.cat([p.detach().reshape(-1) for p in params]).float().cpu()
@@ -198,7 +203,7 @@ def fit(
     patience: int | None = None,
     min_improvement: float = 0.01,
     on_epoch: Callable[[int, nn.Module], dict[str, Any]] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     device: torch.device | None = None,
     cache: str | None = None,
 ) -> History:
@@ -210,6 +215,7 @@ def fit(
     once the training loss has not improved
     by `min_improvement` (relative) over `patience` evaluations. `snapshot_every` stores flat
     weights at epoch 0 and every n epochs; `on_epoch(epoch, model)` may return values to record.
+    `progress` (default: config.show_progress()) shows a progress bar, a widget in JupyterLab.
     """
     _check_hyper(epochs, batch_size, [lr], optimizer, loss)
     device = device or config.device()
@@ -246,7 +252,7 @@ def fit(
 
     checkpoint(0)
     model.train()
-    bar = tqdm(range(1, epochs + 1), desc="fit", disable=not progress, leave=False)
+    bar = tqdm(range(1, epochs + 1), desc="fit", disable=not _progress(progress), leave=False)
     for epoch in bar:
         for step, idx in enumerate(_batches(len(x), batch_size, generator)):
             xb, yb = (x, y) if len(idx) == len(x) else (x[idx.to(device)], y[idx.to(device)])
@@ -389,7 +395,7 @@ def fit_ensemble(
     eval_every: int = 1,
     patience: int | None = None,
     min_improvement: float = 0.01,
-    progress: bool = True,
+    progress: bool | None = None,
     device: torch.device | None = None,
     cache: str | None = None,
 ) -> Ensemble:
@@ -449,7 +455,8 @@ def fit_ensemble(
                 _record_eval(h, epoch, metrics)
 
     checkpoint(0)
-    bar = tqdm(range(1, epochs + 1), desc=f"fit_ensemble[{len(seeds)}]", disable=not progress, leave=False)
+    bar = tqdm(range(1, epochs + 1), desc=f"fit_ensemble[{len(seeds)}]", disable=not _progress(progress),
+               leave=False)
     for epoch in bar:
         plans = [_batches(len(x), batch_size, g) for g in generators]
         for step, idx in enumerate(zip(*plans)):

@@ -53,6 +53,8 @@ def test_seed_everything_repeats():
 
 
 def test_save_fig_and_results(monkeypatch, tmp_path):
+    monkeypatch.delenv("HW1_FIGURES", raising=False)
+    monkeypatch.setenv("HW1_PROFILE", "full")
     monkeypatch.setattr(config, "FIGURES_DIR", tmp_path)
     config.set_notebook("nb-stem")
     fig, ax = plt.subplots()
@@ -64,3 +66,26 @@ def test_save_fig_and_results(monkeypatch, tmp_path):
     assert json.loads(out.read_text()) == {"loss": [0.5], "n": 3, "name": "x"}
     with pytest.raises(TypeError, match="results.json"):
         config.save_results({"bad": object()})
+
+
+def test_quick_profile_never_writes_into_figures(monkeypatch, tmp_path):
+    monkeypatch.delenv("HW1_FIGURES", raising=False)
+    monkeypatch.setenv("HW1_PROFILE", "quick")
+    monkeypatch.setattr(config, "SCRATCH_DIR", tmp_path / "scratch")
+    config.set_notebook("nb-stem")
+    assert config.figure_dir() == tmp_path / "scratch" / "figures" / "nb-stem"
+    monkeypatch.setenv("HW1_FIGURES", str(tmp_path / "mine"))
+    assert config.figure_dir() == tmp_path / "mine" / "nb-stem", "a folder the user names wins"
+
+
+def test_unwritable_results_folder_is_named(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HW1_FIGURES", str(blocker / "figures"))
+    with pytest.raises(PermissionError, match=r"cannot write figures and results to .*a-file.*HW1_FIGURES"):
+        config.set_notebook("nb-stem")  # at the notebook's start, before any training is spent
+
+
+def test_shown_path_is_relative_inside_the_repository(tmp_path):
+    assert config.shown_path(config.REPO_ROOT / "data" / "MNIST") == "data/MNIST"
+    assert config.shown_path(tmp_path) == str(tmp_path)

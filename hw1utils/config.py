@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +77,29 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# The quick profile: smoke-test sizes for the tests, per notebook. These values replace the ones in
+# the notebook's `parameters` cell when PROFILE is "quick", except where a value was given explicitly
+# (papermill -p NAME VALUE). Every other setting keeps its parameters-cell value.
+QUICK: dict[str, dict[str, Any]] = {
+    "1-2b_gradient_norm": dict(EPOCHS=2, TRAIN_LIMIT=1_000, FUNCTION_POINTS=128, FUNCTION_EPOCHS=100,
+                               FUNCTION_EVAL_EVERY=10),
+}
+PLAIN_TYPES = (bool, int, float, str, tuple, list, dict, type(None))  # what a parameters cell may assign
+_active_profile: str | None = None  # set by apply_parameters: the profile of the running notebook
+
+
+def _checked_profile(name: Any, where: str) -> str:
+    """`name` if it is a profile, else a ValueError naming `where` it came from and the valid ones."""
+    if not isinstance(name, str) or name.strip().lower() not in PROFILES:
+        raise ValueError(f"{where}={name!r} is not a profile; use one of {PROFILES}.")
+    return name.strip().lower()
+
+
 def profile() -> str:
-    """The active run profile, from HW1_PROFILE (default 'full')."""
-    name = os.environ.get("HW1_PROFILE", "full").strip().lower()
-    if name not in PROFILES:
-        raise ValueError(f"HW1_PROFILE={name!r} is not a profile; use one of {PROFILES}.")
-    return name
+    """The active run profile: the running notebook's PROFILE, else HW1_PROFILE (default 'full')."""
+    if _active_profile is not None:
+        return _active_profile
+    return _checked_profile(os.environ.get("HW1_PROFILE", "full"), "HW1_PROFILE")
 
 
 def profile_params(experiment: str) -> dict[str, Any]:
@@ -88,6 +107,89 @@ def profile_params(experiment: str) -> dict[str, Any]:
     if experiment not in SIZES:
         raise KeyError(f"unknown experiment {experiment!r}; known: {sorted(SIZES)}")
     return dict(SIZES[experiment][profile()])
+
+
+def notebook_path(stem: str) -> Path:
+    """notebooks/<stem>.ipynb of the repository (FileNotFoundError naming it when absent)."""
+    path = REPO_ROOT / "notebooks" / f"{stem}.ipynb"
+    if not path.is_file():
+        raise FileNotFoundError(f"no notebook {path.name} in {shown_path(path.parent)}; check the stem {stem!r}")
+    return path
+
+
+def parameter_defaults(stem: str) -> dict[str, Any]:
+    """The literal assignments of the notebook's cell tagged `parameters`, read from its file."""
+    cells = json.loads(notebook_path(stem).read_text())["cells"]
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ValueError(f"{stem}.ipynb has no cell tagged 'parameters'")
+    defaults = {}
+    for statement in ast.parse("".join(cell["source"])).body:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name)):
+            raise ValueError(f"{stem}.ipynb: the parameters cell may hold only `NAME = literal` lines; "
+                             f"line {statement.lineno} is not one")
+        try:
+            defaults[statement.targets[0].id] = ast.literal_eval(statement.value)
+        except ValueError as err:
+            raise ValueError(f"{stem}.ipynb: the parameters cell may hold only `NAME = literal` lines; line "
+                             f"{statement.lineno} assigns an expression (compute it in the next cell)") from err
+    return defaults
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """True when `value` has the type the parameter's default implies (ints pass for floats, None for sizes)."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return type(value) is type(default)
+    if default is None:
+        return value is None or isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return type(value) is type(default)
+
+
+def _expected(default: Any) -> str:
+    """The type a parameter with this default takes, in words."""
+    if default is None:
+        return "an int or None"
+    if isinstance(default, (tuple, list)):
+        return "a list"
+    return {float: "a number", int: "an int", bool: "True or False", str: "a string"}.get(type(default), "a dict")
+
+
+def apply_parameters(stem: str, namespace: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Check the notebook's parameters in `namespace`, apply the profile, name the notebook; returns the values used.
+
+    Call it right after the `parameters` cell with globals(). Papermill's injected values are checked
+    against the parameters cell: an unknown name or a value of the wrong type is an error naming it. In
+    the quick profile, QUICK[stem] replaces the sizes that were not given explicitly. PROFILE = "full"
+    left as it is defers to HW1_PROFILE, so headless runs and the tests choose the profile.
+    """
+    defaults = parameter_defaults(stem)
+    unknown = sorted(name for name, value in namespace.items() if not name.startswith("_")
+                     and name not in defaults and name not in ("In", "Out") and isinstance(value, PLAIN_TYPES))
+    if unknown:
+        raise NameError(f"unknown parameter(s) {', '.join(unknown)} for {stem}; its parameters are "
+                        f"{', '.join(defaults)}")
+    for name, default in defaults.items():
+        if not _fits(namespace[name], default):
+            raise TypeError(f"parameter {name} of {stem} must be {_expected(default)} (default {default!r}); "
+                            f"got {namespace[name]!r}")
+        if isinstance(default, tuple):
+            namespace[name] = tuple(namespace[name])
+    given = namespace.get("PROFILE", "full")
+    chosen = (_checked_profile(given, "PROFILE") if given != defaults.get("PROFILE", "full")
+              else _checked_profile(os.environ.get("HW1_PROFILE", given), "HW1_PROFILE"))
+    global _active_profile
+    _active_profile = namespace["PROFILE"] = chosen
+    if chosen == "quick":
+        for name, small in QUICK.get(stem, {}).items():
+            if namespace[name] == defaults[name]:
+                namespace[name] = small
+    set_notebook(stem)
+    return {name: namespace[name] for name in defaults}
 
 
 def is_quick() -> bool:

@@ -209,7 +209,8 @@ def _read_idx_folder(spec: _Spec, folder: Path, origin: str) -> ImageDataset:
     paths = {stem: _find_idx(folder, stem) for stem in stems}
     missing = [f"{stem}[.gz]" for stem, path in paths.items() if path is None]
     if missing:
-        raise _Missing(f"{config.shown_path(folder)}: missing {', '.join(missing)}")
+        raise _Missing(f"{config.shown_path(folder)}: missing {', '.join(missing)}",
+                       f"{config.shown_path(folder)}: {len(missing)} of its files missing")
     found = list(paths.values())
     train = _read_idx_pair(found[0], found[1], len(spec.classes))
     test = _read_idx_pair(found[2], found[3], len(spec.classes))
@@ -244,7 +245,8 @@ def _read_cifar_folder(spec: _Spec, folder: Path, origin: str) -> ImageDataset:
     names = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"]
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise _Missing(f"{config.shown_path(folder)}: missing {', '.join(missing)}")
+        raise _Missing(f"{config.shown_path(folder)}: missing {', '.join(missing)}",
+                       f"{config.shown_path(folder)}: {len(missing)} of its files missing")
     meta_path = folder / "batches.meta"
     label_names = _unpickle(meta_path).get(b"label_names")
     if not isinstance(label_names, list) or not label_names:

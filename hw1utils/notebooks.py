@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, help="write notebooks and figures under this folder")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds allowed per cell")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     paths = args.notebooks or all_notebooks()
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:

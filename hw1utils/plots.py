@@ -201,3 +201,10 @@ def step_curves(step_loss: Sequence[float], step_grad_norm: Sequence[float], ste
     axs[1].set_xlabel(f"iteration ({steps_per_epoch} per epoch)")
     axs[0].set_title(title)
     return fig
+
+
+def training_steps(history, title: str = "", window: int = 1) -> Figure:
+    """`step_curves` of a History recorded with record_steps and a whole-data gradient hook (1-2b)."""
+    return step_curves(history.step_loss, history.step_grad_norm, history.steps_per_epoch, epochs=history.epoch,
+                       epoch_loss=history.train_loss, epoch_grad_norm=history.extra["full_grad_norm"],
+                       window=window, title=title)

@@ -1,0 +1,72 @@
+"""Loss and gradient norm at every training iteration (1-2b), and the numbers that summarise both curves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from . import curvature, train
+
+
+def whole_data_gradient_hook(loss: str, x, y, chunk: int) -> Callable[[int, nn.Module], dict[str, float]]:
+    """An `on_epoch` hook recording the 2-norm of the gradient of the mean loss over all of (x, y)."""
+    per_example = train.loss_function(loss)
+
+    def mean_loss(out, target):
+        """The mean of the per-example loss."""
+        return per_example(out, target).mean()
+
+    def hook(epoch: int, model: nn.Module) -> dict[str, float]:
+        """The whole-data gradient norm of `model` at this epoch end."""
+        return {"full_grad_norm": curvature.grad_norm(model, mean_loss, x, y, batch_size=chunk)}
+
+    return hook
+
+
+def record_training(model: nn.Module, data: tuple, *, loss: str, chunk: int = 2048, **fit_options: Any
+                    ) -> train.History:
+    """Train `model` with `train.fit`, recording every step's loss and gradient norm and, at each
+    evaluated epoch end, the gradient norm on the whole training set (History.extra["full_grad_norm"])."""
+    hook = whole_data_gradient_hook(loss, data[0], data[1], chunk)
+    return train.fit(model, data, loss=loss, record_steps=True, on_epoch=hook, **fit_options)
+
+
+def step_summary(history: train.History) -> dict[str, float]:
+    """First, peak and last-epoch values of the per-step loss and gradient norm, and the whole-data gradient."""
+    loss, grad = np.asarray(history.step_loss), np.asarray(history.step_grad_norm)
+    last_epoch = slice(-history.steps_per_epoch, None)
+    peak = int(grad.argmax())
+    full = history.extra["full_grad_norm"]
+    return {
+        "first_loss": float(loss[0]), "last_epoch_loss": float(loss[last_epoch].mean()),
+        "first_grad": float(grad[0]), "peak_grad": float(grad[peak]), "peak_iteration": peak,
+        "loss_at_peak": float(loss[peak]),
+        "last_epoch_grad": float(grad[last_epoch].mean()),
+        "last_epoch_grad_rms": float(np.sqrt((grad[last_epoch] ** 2).mean())),
+        "full_grad_first": float(full[0]), "full_grad_last": float(full[-1]),
+        "noise_share": (float(1 - (full[-1] / np.sqrt((grad[last_epoch] ** 2).mean())) ** 2)
+                        if history.steps_per_epoch > 1 else float("nan")),  # full batch: no sampling noise
+        "tripling_steps": int((grad[1:] > 3 * grad[:-1]).sum()),
+    }
+
+
+SUMMARY_ROWS = {  # step_summary key -> row label of the notebook's table
+    "first_loss": "loss, first step", "last_epoch_loss": "loss, mean over the last epoch",
+    "first_grad": "gradient norm, first step", "peak_grad": "gradient norm, peak",
+    "peak_iteration": "iteration of the peak", "loss_at_peak": "loss at the peak",
+    "last_epoch_grad": "gradient norm, mean over the last epoch",
+    "last_epoch_grad_rms": "gradient norm, RMS over the last epoch",
+    "full_grad_last": "whole-data gradient norm, last epoch end",
+    "noise_share": "share of the squared step gradient that is batch noise",
+    "tripling_steps": "steps where the gradient norm more than tripled",
+}
+
+
+def summary_table(summaries: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """The step summaries of several tasks side by side, one labelled row per number."""
+    table = pd.DataFrame(summaries).loc[list(SUMMARY_ROWS)]
+    return table.rename(index=SUMMARY_ROWS).map(lambda v: "–" if np.isnan(v) else f"{v:.3g}")

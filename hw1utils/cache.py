@@ -1,14 +1,16 @@
-"""Finished trainings cached on disk, keyed by their inputs and the package's code version.
+"""Finished trainings cached on disk, keyed by their inputs and the version of the training code.
 
 An interrupted notebook run restarted later loads what already finished instead of training it
-again. A key covers everything that determines the result (initial weights, data, settings, the
-hw1utils source); an entry that fails to load or whose stored key differs is recomputed, never used.
+again. A key covers everything that determines the result (initial weights, data, settings, and the
+source of the training, model and data code: TRAINING_SOURCES, not the plotting or analysis modules);
+an entry that fails to load or whose stored key differs is recomputed, never used.
 Set HW1_CACHE=off to disable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -21,16 +23,22 @@ from torch import nn
 from . import config
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+TRAINING_SOURCES = ("cache.py", "data.py", "models.py", "train.py")  # the modules that decide a cached training
 _announced: set[str] = set()  # entry names whose cache hits were already reported in this process
+
+
+def source_hash(folder: Path) -> str:
+    """Short hash of the TRAINING_SOURCES files in `folder`, names included."""
+    digest = hashlib.sha256()
+    for name in TRAINING_SOURCES:
+        digest.update(name.encode() + (folder / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @cache
 def code_version() -> str:
-    """Hash of every hw1utils source file: any code change makes older entries stale."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+    """Hash of the training, model and data source: editing them makes older entries stale, other modules not."""
+    return source_hash(PACKAGE_DIR)
 
 
 def _feed(digest: Any, value: Any) -> None:
@@ -53,10 +61,22 @@ def _feed(digest: Any, value: Any) -> None:
         for item in value:
             _feed(digest, item)
         digest.update(b"]")
-    elif callable(value):
+    elif callable(value):  # a hook: its name, its source and the plain values its closure captured
         digest.update(f"F{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}".encode())
+        digest.update(_source(value).encode())
+        for cell in getattr(value, "__closure__", None) or ():
+            if isinstance(cell.cell_contents, (str, int, float, bool, type(None))):
+                _feed(digest, cell.cell_contents)
     else:
         digest.update(f"{type(value).__name__}:{value!r}".encode())
+
+
+def _source(function: Callable) -> str:
+    """The source text of `function`, or '' where Python keeps none (builtins, some C extensions)."""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
 
 
 def fingerprint(*parts: Any) -> str:

@@ -1,11 +1,17 @@
-"""Training over in-memory tensors: fit / evaluate / History, and many same-shaped models at once."""
+"""Training K >= 1 same-shaped models on in-memory tensors: `fit` (one model), `fit_ensemble` (K at once).
+
+Both run the same loop (`_train`): batches, NaN/inf check, stock torch.optim step, per-step values,
+snapshots, evaluations, epoch hooks, plateau stop, progress bar and disk cache. Only the forward and
+backward passes differ, behind a stepper: `_ModuleStepper` calls one nn.Module directly (fast for
+K = 1), `_StackedStepper` calls stacked (K, ...) parameters through torch.func.vmap(functional_call).
+"""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,6 +60,7 @@ class History:
 
 
 Data = tuple[Tensor, ...]
+EpochHook = Callable[[int, nn.Module], dict[str, Any]]
 
 
 def as_tensors(data: Any, device: torch.device | None = None) -> Data:
@@ -78,17 +85,36 @@ def loss_function(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
 
 
-def _check_hyper(epochs: int, batch_size: int | None, lrs: Sequence[float], optimizer: str, loss: str) -> None:
-    """Reject non-positive epochs, batch size or learning rate, and unknown names."""
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size!r}")
-    if any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
-        raise ValueError(f"learning rates must be positive and finite, got {list(lrs)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
-    loss_function(loss)
+def accuracy_from_outputs(out: Tensor, y: Tensor) -> Tensor:
+    """Correct arg-max predictions summed over the batch (last but one) dim; 0 for regression targets."""
+    return (out.argmax(-1) == y).sum(-1) if y.dtype == torch.long else out.new_zeros(out.shape[:-2])
+
+
+@torch.no_grad()
+def _member_metrics(forward: Callable[[Tensor], Tensor], members: int, x: Tensor, y: Tensor,
+                    loss_fn: Callable, batch_size: int = EVAL_BATCH) -> list[tuple[float, float]]:
+    """Per-member (mean loss, accuracy) on shared data of `forward(xb) -> (K, B, ...)`, in large batches."""
+    if len(x) == 0:
+        return [(math.nan, math.nan)] * members
+    total = torch.zeros(members, dtype=torch.float64)
+    correct = torch.zeros(members, dtype=torch.float64)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        out = forward(xb)
+        total += vmap(loss_fn, in_dims=(0, None))(out, yb).sum(1).double().cpu()
+        correct += accuracy_from_outputs(out, yb).double().cpu()
+    accs = (correct / len(x)).tolist() if y.dtype == torch.long else [math.nan] * members
+    return list(zip((total / len(x)).tolist(), accs))
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
+             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+    """Mean loss and accuracy (nan for regression or empty data) of `model` on (x, y), in large batches."""
+    was_training = model.training
+    model.eval()
+    (metrics,) = _member_metrics(lambda xb: model(xb).unsqueeze(0), 1, x, y, loss_function(loss), batch_size)
+    model.train(was_training)
+    return metrics
 
 
 def _check_input_shape(model: nn.Module, x: Tensor) -> None:
@@ -103,12 +129,193 @@ def _check_input_shape(model: nn.Module, x: Tensor) -> None:
         ) from err
 
 
-def _raise_non_finite(value: float, epoch: int, step: int, member: int | None = None) -> None:
-    """Stop training on a NaN/inf loss, naming where it happened."""
-    who = "" if member is None else f" (ensemble member {member})"
-    raise FloatingPointError(
-        f"loss became {value} at epoch {epoch}, step {step}{who}; lower the learning rate or check the data"
-    )
+@dataclass(frozen=True)
+class _Plan:
+    """Everything besides the models and the data that decides a training of K members."""
+
+    seeds: list[int]  # one batch-order seed per member
+    lrs: list[float]  # one learning rate per member
+    epochs: int
+    batch_size: int | None
+    optimizer: str
+    loss: str
+    momentum: float
+    weight_decay: float
+    record_steps: bool
+    snapshot_every: int | None
+    eval_every: int
+    patience: int | None
+    min_improvement: float
+    on_epoch: EpochHook | None
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        """Reject missing members, non-positive sizes or learning rates, and unknown names."""
+        if not self.seeds or len(self.lrs) != len(self.seeds):
+            raise ValueError(f"need at least one seed and one learning rate per seed, got {len(self.seeds)} "
+                             f"and {len(self.lrs)}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
+        if any(not (lr > 0 and math.isfinite(lr)) for lr in self.lrs):
+            raise ValueError(f"learning rates must be positive and finite, got {self.lrs}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be a non-negative integer (0: never evaluate), got {self.eval_every!r}")
+        loss_function(self.loss)
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether metrics are recorded at `epoch`: 0, every `eval_every`, the last (never when eval_every is 0)."""
+        return self.eval_every > 0 and (epoch % self.eval_every == 0 or epoch == self.epochs)
+
+
+def _member_lrs(lr: float | Sequence[float], members: int) -> list[float]:
+    """One learning rate per member from a single value or a sequence."""
+    return [float(lr)] * members if isinstance(lr, (int, float)) else [float(v) for v in lr]
+
+
+def _stacked_flat(tensors: Iterable[Tensor]) -> Tensor:
+    """(K, P) matrix from (K, ...) tensors, each member's values concatenated in the given order."""
+    return torch.cat([t.detach().flatten(1) for t in tensors], dim=1)
+
+
+def _member_norms(grads: Iterable[Tensor]) -> Tensor:
+    """(K,) 2-norms of each member's full gradient from (K, ...) gradient tensors."""
+    return torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+
+
+def _member_state(params: dict[str, Tensor], buffers: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+    """State dict of member `k` from stacked (K, ...) parameters and buffers."""
+    return {n: t[k] for n, t in {**params, **buffers}.items()}
+
+
+def _member_module(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], k: int) -> nn.Module:
+    """A standalone nn.Module copy of member `k`."""
+    member = copy.deepcopy(template)
+    member.load_state_dict(_member_state(params, buffers, k))
+    return member
+
+
+def _member_call(template: nn.Module) -> Callable[[dict, dict, Tensor], Tensor]:
+    """functional_call of a meta-device copy of `template` (for vmap over members)."""
+    skeleton = copy.deepcopy(template).to("meta")
+    return lambda p, b, x: functional_call(skeleton, (p, b), (x,))
+
+
+class _ModuleStepper:
+    """One model trained in place with plain forward and backward passes (the fast path for K = 1)."""
+
+    def __init__(self, members: list[nn.Module], plan: _Plan):
+        """Hold the single member and its trainable parameters as one param group."""
+        (self.model,) = members
+        self.model.train()
+        self.loss, self.loss_fn = plan.loss, loss_function(plan.loss)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.param_groups = [{"params": self.trainable, "lr": plan.lrs[0]}]
+
+    def losses(self, x: Tensor, y: Tensor, batch: Sequence[Tensor] | None) -> Tensor:
+        """(1,) mean loss on the rows batch[0], or on all of (x, y) for None."""
+        if batch is not None:
+            rows = batch[0].to(x.device)
+            x, y = x[rows], y[rows]
+        return self.loss_fn(self.model(x), y).mean(0, keepdim=True)
+
+    def grad_norms(self) -> Tensor:
+        """(1,) norm of the gradient left by the last backward pass."""
+        return _member_norms(p.grad.unsqueeze(0) for p in self.trainable)
+
+    def result(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Current parameters and buffers stacked as (1, ...) tensors."""
+        return ({n: p.detach().unsqueeze(0) for n, p in self.model.named_parameters()},
+                {n: b.unsqueeze(0) for n, b in self.model.named_buffers()})
+
+    def restore(self, params: dict[str, Tensor], buffers: dict[str, Tensor]) -> None:
+        """Load stacked (1, ...) parameters and buffers into the model."""
+        self.model.load_state_dict(_member_state(params, buffers, 0))
+
+    def metrics(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
+        """[(mean loss, accuracy)] of the model on (x, y)."""
+        return [evaluate(self.model, x, y, self.loss)]
+
+    def models(self) -> list[nn.Module]:
+        """The model itself (what `on_epoch` receives)."""
+        return [self.model]
+
+
+class _StackedStepper:
+    """K models as stacked (K, ...) parameters called through vmap(functional_call).
+
+    Members sharing a learning rate share one leaf per parameter, in their own optimizer param group;
+    each forward pass concatenates those leaves along dim 0 and puts the rows back in member order.
+    """
+
+    def __init__(self, members: list[nn.Module], plan: _Plan):
+        """Stack the members' parameters into one leaf per (parameter, distinct learning rate)."""
+        stacked, self.buffers = stack_module_state(members)
+        rates = list(dict.fromkeys(plan.lrs))
+        self.groups = [[k for k, lr in enumerate(plan.lrs) if lr == rate] for rate in rates]
+        self.leaves = [{n: t.detach()[ks].requires_grad_() for n, t in stacked.items()} for ks in self.groups]
+        self.param_groups = [{"params": list(leaves.values()), "lr": rate} for leaves, rate in zip(self.leaves, rates)]
+        grouped = [k for ks in self.groups for k in ks]
+        self.member_rows = None if grouped == sorted(grouped) else torch.tensor(grouped).argsort().to(plan.device)
+        self.size, self.template, self.loss_fn = len(members), members[0], loss_function(plan.loss)
+        call = _member_call(members[0])
+        self.per_member, self.shared = vmap(call), vmap(call, in_dims=(0, 0, None))
+
+    def _in_member_order(self, parts: list[Tensor]) -> Tensor:
+        """One (K, ...) tensor from the per-group parts, rows in member order."""
+        joined = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return joined if self.member_rows is None else joined[self.member_rows]
+
+    def params(self) -> dict[str, Tensor]:
+        """name -> (K, ...) parameters in member order, differentiable with respect to the leaves."""
+        return {n: self._in_member_order([leaves[n] for leaves in self.leaves]) for n in self.leaves[0]}
+
+    def losses(self, x: Tensor, y: Tensor, batch: Sequence[Tensor] | None) -> Tensor:
+        """(K,) mean losses, member k on the rows batch[k] (None: every member on all of (x, y))."""
+        if batch is None:
+            return vmap(self.loss_fn, in_dims=(0, None))(self.shared(self.params(), self.buffers, x), y).mean(1)
+        rows = torch.stack(batch).to(x.device)
+        return vmap(self.loss_fn)(self.per_member(self.params(), self.buffers, x[rows]), y[rows]).mean(1)
+
+    def grad_norms(self) -> Tensor:
+        """(K,) norms of each member's gradient left by the last backward pass."""
+        return self._in_member_order([_member_norms(leaf.grad for leaf in leaves.values()) for leaves in self.leaves])
+
+    def result(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Current (K, ...) parameters (detached) and buffers."""
+        return {n: t.detach() for n, t in self.params().items()}, self.buffers
+
+    @torch.no_grad()
+    def restore(self, params: dict[str, Tensor], buffers: dict[str, Tensor]) -> None:
+        """Copy stacked (K, ...) parameters and buffers into the leaves."""
+        for ks, leaves in zip(self.groups, self.leaves):
+            for n, leaf in leaves.items():
+                leaf.copy_(params[n][ks])
+        for n, b in self.buffers.items():
+            b.copy_(buffers[n])
+
+    def metrics(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
+        """Per-member (mean loss, accuracy) on (x, y)."""
+        params = self.result()[0]
+        return _member_metrics(lambda xb: self.shared(params, self.buffers, xb), self.size, x, y, self.loss_fn)
+
+    def models(self) -> list[nn.Module]:
+        """Standalone copies of the members (what `on_epoch` receives)."""
+        params, buffers = self.result()
+        return [_member_module(self.template, params, buffers, k) for k in range(self.size)]
+
+
+Stepper = _ModuleStepper | _StackedStepper
+
+
+def _optimizer(param_groups: list[dict[str, Any]], plan: _Plan) -> torch.optim.Optimizer:
+    """Stock fused Adam or foreach SGD over the param groups (one learning rate each)."""
+    if plan.optimizer == "adam":
+        return torch.optim.Adam(param_groups, weight_decay=plan.weight_decay, fused=True)
+    return torch.optim.SGD(param_groups, momentum=plan.momentum, weight_decay=plan.weight_decay, foreach=True)
 
 
 def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> list[Tensor]:
@@ -123,41 +330,6 @@ def _steps_per_epoch(n: int, batch_size: int | None) -> int:
     return 1 if batch_size is None or batch_size >= n else math.ceil(n / batch_size)
 
 
-def accuracy_from_outputs(out: Tensor, y: Tensor) -> Tensor:
-    """Number of correct arg-max predictions (nan-free; 0 for regression targets)."""
-    return (out.argmax(-1) == y).sum() if y.dtype == torch.long else out.new_zeros(())
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
-             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
-    """Mean loss and accuracy (nan for regression or empty data) of `model` on (x, y), in large batches."""
-    if len(x) == 0:
-        return math.nan, math.nan
-    loss_fn = loss_function(loss)
-    was_training = model.training
-    model.eval()
-    total, correct = 0.0, 0.0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        out = model(xb)
-        total += loss_fn(out, yb).sum().item()
-        correct += accuracy_from_outputs(out, yb).item()
-    model.train(was_training)
-    acc = correct / len(x) if y.dtype == torch.long else math.nan
-    return total / len(x), acc
-
-
-def _progress(requested: bool | None) -> bool:
-    """Whether to show a progress bar: as requested, else as config.show_progress() says."""
-    return config.show_progress() if requested is None else requested
-
-
-def _flat(params: Sequence[Tensor]) -> Tensor:
-    """Parameters concatenated into one float32 CPU vector."""
-    return torch.cat([p.detach().reshape(-1) for p in params]).float().cpu()
-
-
 def _plateaued(losses: list[float], patience: int, min_improvement: float) -> bool:
     """True when the best loss of the last `patience` evaluations is not `min_improvement` below the earlier best."""
     if len(losses) <= patience:
@@ -166,23 +338,105 @@ def _plateaued(losses: list[float], patience: int, min_improvement: float) -> bo
     return recent > earlier * (1 - min_improvement)
 
 
-def _record_eval(history: History, epoch: int, metrics: Sequence[tuple[float, float]]) -> None:
-    """Append one evaluation (train and test loss/accuracy) to `history`."""
-    (tl, ta), (vl, va) = metrics
-    history.epoch.append(epoch)
-    history.train_loss.append(tl)
-    history.train_acc.append(ta)
-    history.test_loss.append(vl)
-    history.test_acc.append(va)
+def _progress(requested: bool | None) -> bool:
+    """Whether to show a progress bar: as requested, else as config.show_progress() says."""
+    return config.show_progress() if requested is None else requested
 
 
-def _eval_epochs(epochs: int, eval_every: int) -> set[int]:
-    """Epochs at which metrics are recorded: 0, every `eval_every`, and the last (none when eval_every is 0)."""
-    if not isinstance(eval_every, int) or eval_every < 0:
-        raise ValueError(f"eval_every must be a non-negative integer (0: never evaluate), got {eval_every!r}")
-    if eval_every == 0:
-        return set()
-    return {0, epochs, *range(eval_every, epochs + 1, eval_every)}
+def _check_finite(losses: list[float], epoch: int, step: int) -> None:
+    """Stop training on a NaN/inf loss, naming the epoch, the step and (with several members) the member."""
+    if not all(map(math.isfinite, losses)):
+        bad = next(k for k, value in enumerate(losses) if not math.isfinite(value))
+        who = f" (ensemble member {bad})" if len(losses) > 1 else ""
+        raise FloatingPointError(f"loss became {losses[bad]} at epoch {epoch}, step {step}{who}; "
+                                 "lower the learning rate or check the data")
+
+
+def _record_steps(histories: list[History], losses: list[float], grad_norms: Tensor) -> None:
+    """Append each member's mini-batch loss and gradient norm."""
+    for history, loss, norm in zip(histories, losses, grad_norms.tolist()):
+        history.step_loss.append(loss)
+        history.step_grad_norm.append(norm)
+
+
+def _checkpoint(stepper: Stepper, histories: list[History], epoch: int, tensors: Data, plan: _Plan) -> None:
+    """Record the snapshots, metrics and on_epoch values due at `epoch` for every member."""
+    if plan.snapshot_every and epoch % plan.snapshot_every == 0:
+        flats = _stacked_flat(stepper.result()[0].values()).float().cpu()
+        for history, flat in zip(histories, flats):
+            history.snapshots[epoch] = flat.clone()
+    if not plan.evaluates(epoch):
+        return
+    x, y, x_test, y_test = tensors
+    for history, train, test in zip(histories, stepper.metrics(x, y), stepper.metrics(x_test, y_test)):
+        history.epoch.append(epoch)
+        history.train_loss.append(train[0])
+        history.train_acc.append(train[1])
+        history.test_loss.append(test[0])
+        history.test_acc.append(test[1])
+    for history, model in zip(histories, stepper.models() if plan.on_epoch else []):
+        for key, value in plan.on_epoch(epoch, model).items():
+            history.extra.setdefault(key, []).append(value)
+
+
+def _train(stepper: Stepper, tensors: Data, plan: _Plan, progress: bool | None) -> list[History]:
+    """The training loop: `plan.epochs` epochs of `stepper`'s K members; one History per member."""
+    x, y = tensors[:2]
+    optimizer = _optimizer(stepper.param_groups, plan)
+    generators = [torch.Generator().manual_seed(seed) for seed in plan.seeds]
+    steps_per_epoch = _steps_per_epoch(len(x), plan.batch_size)
+    histories = [History(steps_per_epoch=steps_per_epoch) for _ in plan.seeds]
+    start = time.perf_counter()
+    _checkpoint(stepper, histories, 0, tensors, plan)
+    desc = "fit" if len(plan.seeds) == 1 else f"fit_ensemble[{len(plan.seeds)}]"
+    bar = tqdm(range(1, plan.epochs + 1), desc=desc, disable=not _progress(progress), leave=False)
+    for epoch in bar:
+        for step, batch in enumerate(zip(*(_batches(len(x), plan.batch_size, g) for g in generators))):
+            losses = stepper.losses(x, y, None if steps_per_epoch == 1 else batch)
+            values = losses.tolist()
+            _check_finite(values, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            if plan.record_steps:
+                _record_steps(histories, values, stepper.grad_norms())
+            optimizer.step()
+        _checkpoint(stepper, histories, epoch, tensors, plan)
+        if plan.evaluates(epoch):
+            bar.set_postfix(median_loss=f"{sorted(h.train_loss[-1] for h in histories)[len(histories) // 2]:.4g}")
+            if plan.patience and all(_plateaued(h.train_loss, plan.patience, plan.min_improvement)
+                                     for h in histories):
+                break
+    seconds = time.perf_counter() - start
+    for history in histories:
+        history.seconds = seconds
+    return histories
+
+
+def _fit_members(members: list[nn.Module], data: Any, plan: _Plan, progress: bool | None,
+                 cache: str | None) -> tuple[dict[str, Tensor], dict[str, Tensor], list[History]]:
+    """Train `members` (the module itself when there is one), or load the result from the disk cache `cache`.
+
+    Returns the trained (K, ...) parameters, buffers and one History per member.
+    """
+    tensors = as_tensors(data, plan.device)
+    for member in members:
+        member.to(plan.device)
+    _check_input_shape(members[0], tensors[0])
+    stepper = (_ModuleStepper if len(members) == 1 else _StackedStepper)(members, plan)
+
+    def train_now() -> dict[str, Any]:
+        """Train, and return what the cache stores."""
+        histories = _train(stepper, tensors, plan, progress)
+        params, buffers = stepper.result()
+        return {"params": params, "buffers": buffers, "histories": [asdict(h) for h in histories]}
+
+    if cache:
+        key = disk_cache.fingerprint(members, tensors, vars(plan))
+        payload = disk_cache.load_or_compute(cache, key, train_now)
+        stepper.restore(payload["params"], payload["buffers"])  # a plain copy when just trained
+    else:
+        payload = train_now()
+    return (*stepper.result(), [History(**h) for h in payload["histories"]])
 
 
 def fit(
@@ -202,7 +456,7 @@ def fit(
     eval_every: int = 1,
     patience: int | None = None,
     min_improvement: float = 0.01,
-    on_epoch: Callable[[int, nn.Module], dict[str, Any]] | None = None,
+    on_epoch: EpochHook | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
     cache: str | None = None,
@@ -212,112 +466,18 @@ def fit(
     Batches are slices of a fresh random permutation per epoch, drawn from a generator seeded with
     `seed` (batch_size None: full batch). Metrics are evaluated at epoch 0, every `eval_every`
     epochs and at the end (eval_every=0: never, for pure training); with `patience`, training stops
-    once the training loss has not improved
-    by `min_improvement` (relative) over `patience` evaluations. `snapshot_every` stores flat
-    weights at epoch 0 and every n epochs; `on_epoch(epoch, model)` may return values to record.
-    `progress` (default: config.show_progress()) shows a progress bar, a widget in JupyterLab.
+    once the training loss has not improved by `min_improvement` (relative) over `patience`
+    evaluations. `snapshot_every` stores flat weights at epoch 0 and every n epochs;
+    `on_epoch(epoch, model)` may return values to record at each evaluation. `progress` (default:
+    config.show_progress()) shows a progress bar. `cache` names a disk-cache entry: a finished
+    training with the same initial weights, data, settings and training code is loaded instead.
     """
-    _check_hyper(epochs, batch_size, [lr], optimizer, loss)
-    device = device or config.device()
-    x, y, x_test, y_test = as_tensors(data, device)
-    model.to(device)
-    _check_input_shape(model, x)
-    if cache:
-        settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, loss=loss,
-                        momentum=momentum, weight_decay=weight_decay, seed=seed, record_steps=record_steps,
-                        snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
-                        min_improvement=min_improvement, on_epoch=on_epoch, device=str(device))
-        key = disk_cache.fingerprint(model, (x, y, x_test, y_test), settings)
-        hit = disk_cache.load(cache, key)
-        if hit is not None:
-            model.load_state_dict(hit["model"])
-            return History(**hit["history"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True) if optimizer == "adam"
-           else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True))
-    loss_fn = loss_function(loss)
-    generator = torch.Generator().manual_seed(seed)
-    history = History(steps_per_epoch=_steps_per_epoch(len(x), batch_size))
-    evals = _eval_epochs(epochs, eval_every)
-    start = time.perf_counter()
-
-    def checkpoint(epoch: int) -> None:
-        """Record metrics, snapshots and on_epoch values due at `epoch`."""
-        if snapshot_every and epoch % snapshot_every == 0:
-            history.snapshots[epoch] = _flat(params)
-        if epoch in evals:
-            _record_eval(history, epoch, [evaluate(model, x, y, loss), evaluate(model, x_test, y_test, loss)])
-            for key, value in (on_epoch(epoch, model) if on_epoch else {}).items():
-                history.extra.setdefault(key, []).append(value)
-
-    checkpoint(0)
-    model.train()
-    bar = tqdm(range(1, epochs + 1), desc="fit", disable=not _progress(progress), leave=False)
-    for epoch in bar:
-        for step, idx in enumerate(_batches(len(x), batch_size, generator)):
-            xb, yb = (x, y) if len(idx) == len(x) else (x[idx.to(device)], y[idx.to(device)])
-            batch_loss = loss_fn(model(xb), yb).mean()
-            value = batch_loss.item()
-            if not math.isfinite(value):
-                _raise_non_finite(value, epoch, step)
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            if record_steps:
-                history.step_loss.append(value)
-                history.step_grad_norm.append(torch.linalg.vector_norm(
-                    torch.stack(torch._foreach_norm([p.grad for p in params]))).item())
-            opt.step()
-        checkpoint(epoch)
-        if epoch in evals:
-            bar.set_postfix(loss=f"{history.train_loss[-1]:.4g}")
-            if patience and _plateaued(history.train_loss, patience, min_improvement):
-                break
-    history.seconds = time.perf_counter() - start
-    if cache:
-        disk_cache.store(cache, key, {"model": model.state_dict(), "history": asdict(history)})
+    plan = _Plan(seeds=[seed], lrs=_member_lrs(lr, 1), epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                 loss=loss, momentum=momentum, weight_decay=weight_decay, record_steps=record_steps,
+                 snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
+                 min_improvement=min_improvement, on_epoch=on_epoch, device=device or config.device())
+    _, _, (history,) = _fit_members([model], data, plan, progress, cache)
     return history
-
-
-class StackedOptimizer:
-    """Adam or SGD(momentum) over stacked (K, ...) parameters with one learning rate per member.
-
-    The update is the same arithmetic as torch.optim's foreach implementations, member by member.
-    """
-
-    def __init__(self, params: Sequence[Tensor], lrs: Tensor, kind: str = "adam", momentum: float = 0.9,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        """Keep references to the stacked leaves; `lrs` has one entry per member."""
-        self.params, self.kind, self.momentum, self.betas, self.eps = list(params), kind, momentum, betas, eps
-        self.lrs = [lrs.view(-1, *[1] * (p.dim() - 1)).to(p) for p in self.params]
-        self.state = [torch.zeros_like(p) for p in self.params]
-        self.state2 = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
-        self.steps = 0
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One update from the gradients stored on the parameters."""
-        self.steps += 1
-        grads = [p.grad for p in self.params]
-        if self.kind == "sgd":
-            bufs = self.state
-            if self.steps == 1:
-                torch._foreach_copy_(bufs, grads)
-            else:
-                torch._foreach_mul_(bufs, self.momentum)
-                torch._foreach_add_(bufs, grads)
-            torch._foreach_sub_(self.params, torch._foreach_mul(bufs, self.lrs))
-            return
-        beta1, beta2 = self.betas
-        torch._foreach_lerp_(self.state, grads, 1 - beta1)
-        torch._foreach_mul_(self.state2, beta2)
-        torch._foreach_addcmul_(self.state2, grads, grads, 1 - beta2)
-        bias1, bias2_sqrt = 1 - beta1**self.steps, math.sqrt(1 - beta2**self.steps)
-        denom = torch._foreach_sqrt(self.state2)
-        torch._foreach_div_(denom, bias2_sqrt)
-        torch._foreach_add_(denom, self.eps)
-        step = torch._foreach_div(self.state, denom)
-        torch._foreach_mul_(step, [lr / bias1 for lr in self.lrs])
-        torch._foreach_sub_(self.params, step)
 
 
 @dataclass
@@ -336,14 +496,11 @@ class Ensemble:
 
     def model(self, k: int) -> nn.Module:
         """A standalone copy of member `k` as an ordinary nn.Module."""
-        member = copy.deepcopy(self.template)
-        state = {n: t[k].detach().clone() for n, t in {**self.params, **self.buffers}.items()}
-        member.load_state_dict(state)
-        return member
+        return _member_module(self.template, self.params, self.buffers, k)
 
     def flat(self) -> Tensor:
         """(K, P) matrix of flat parameter vectors in model.parameters() order."""
-        return torch.cat([t.detach().flatten(1) for t in self.params.values()], dim=1)
+        return _stacked_flat(self.params.values())
 
     @torch.no_grad()
     def forward(self, x: Tensor, batch_size: int = EVAL_BATCH) -> Tensor:
@@ -353,30 +510,10 @@ class Ensemble:
                           for i in range(0, len(x), batch_size)], dim=1)
 
 
-def _member_call(template: nn.Module) -> Callable[[dict, dict, Tensor], Tensor]:
-    """functional_call of a meta-device copy of `template` (for vmap over members)."""
-    skeleton = copy.deepcopy(template).to("meta")
-    return lambda p, b, x: functional_call(skeleton, (p, b), (x,))
-
-
-@torch.no_grad()
-def _evaluate_members(call: Callable, params: dict, buffers: dict, x: Tensor, y: Tensor,
-                      loss_fn: Callable) -> list[tuple[float, float]]:
-    """Per-member (mean loss, accuracy) on shared data, in large batches."""
-    k = next(iter(params.values())).shape[0]
-    if len(x) == 0:
-        return [(math.nan, math.nan)] * k
-    total = torch.zeros(k, dtype=torch.float64)
-    correct = torch.zeros(k, dtype=torch.float64)
-    shared = vmap(call, in_dims=(0, 0, None))
-    for start in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
-        out = shared(params, buffers, xb)
-        total += vmap(loss_fn, in_dims=(0, None))(out, yb).sum(1).double().cpu()
-        if y.dtype == torch.long:
-            correct += (out.argmax(-1) == yb).sum(1).double().cpu()
-    accs = (correct / len(x)).tolist() if y.dtype == torch.long else [math.nan] * k
-    return list(zip((total / len(x)).tolist(), accs))
+def _built(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """`build()` after torch.manual_seed(seed)."""
+    torch.manual_seed(seed)
+    return build()
 
 
 def fit_ensemble(
@@ -390,104 +527,31 @@ def fit_ensemble(
     optimizer: str = "adam",
     loss: str = "cross_entropy",
     momentum: float = 0.9,
+    weight_decay: float = 0.0,
     record_steps: bool = False,
     snapshot_every: int | None = None,
     eval_every: int = 1,
     patience: int | None = None,
     min_improvement: float = 0.01,
+    on_epoch: EpochHook | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
     cache: str | None = None,
 ) -> Ensemble:
-    """Train K = len(seeds) copies of `build()` at once with torch.func (stack_module_state + vmap).
+    """Train K = len(seeds) copies of `build()` at once (stack_module_state + vmap for K > 1).
 
     Member k is initialised after torch.manual_seed(seeds[k]) and draws its batches from a generator
     seeded with seeds[k], so it follows the same path as `fit(build(), data, seed=seeds[k])` after
     the same manual_seed. `lr` may be one value or one per member (for learning-rate searches).
-    With `patience`, training stops once every member's training loss has plateaued; `cache` as in `fit`.
+    With `patience`, training stops once every member's training loss has plateaued; `on_epoch`
+    receives a copy of each member; the other knobs are those of `fit`.
     """
     seeds = list(seeds)
-    lrs = [float(lr)] * len(seeds) if isinstance(lr, (int, float)) else [float(v) for v in lr]
-    if not seeds or len(lrs) != len(seeds):
-        raise ValueError(f"need at least one seed and one learning rate per seed, got {len(seeds)} and {len(lrs)}")
-    _check_hyper(epochs, batch_size, lrs, optimizer, loss)
-    device = device or config.device()
-    x, y, x_test, y_test = as_tensors(data, device)
-    members = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        members.append(build().to(device))
-    _check_input_shape(members[0], x)
+    plan = _Plan(seeds=seeds, lrs=_member_lrs(lr, len(seeds)), epochs=epochs, batch_size=batch_size,
+                 optimizer=optimizer, loss=loss, momentum=momentum, weight_decay=weight_decay,
+                 record_steps=record_steps, snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
+                 min_improvement=min_improvement, on_epoch=on_epoch, device=device or config.device())
+    members = [_built(build, seed) for seed in seeds]
     template = copy.deepcopy(members[0])
-    params, buffers = stack_module_state(members)
-    if cache:
-        settings = dict(epochs=epochs, lrs=lrs, batch_size=batch_size, optimizer=optimizer, loss=loss,
-                        momentum=momentum, record_steps=record_steps, snapshot_every=snapshot_every,
-                        eval_every=eval_every, patience=patience, min_improvement=min_improvement,
-                        seeds=seeds, device=str(device))
-        key = disk_cache.fingerprint(template, params, buffers, (x, y, x_test, y_test), settings)
-        hit = disk_cache.load(cache, key)
-        if hit is not None:
-            on_device = {n: t.to(device) for n, t in hit["params"].items()}
-            return Ensemble(template, on_device, buffers, seeds, [History(**h) for h in hit["histories"]])
-    names = list(params)
-    opt = StackedOptimizer(list(params.values()), torch.tensor(lrs), optimizer, momentum)
-    loss_fn = loss_function(loss)
-    call = _member_call(template)
-    per_member = vmap(call, in_dims=(0, 0, 0))
-    shared = vmap(call, in_dims=(0, 0, None))
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    histories = [History(steps_per_epoch=_steps_per_epoch(len(x), batch_size)) for _ in seeds]
-    evals = _eval_epochs(epochs, eval_every)
-    full_batch = batch_size is None or batch_size >= len(x)
-    start = time.perf_counter()
-
-    def checkpoint(epoch: int) -> None:
-        """Record metrics and snapshots due at `epoch` for every member."""
-        if snapshot_every and epoch % snapshot_every == 0:
-            flat = torch.cat([params[n].detach().flatten(1) for n in names], dim=1).float().cpu()
-            for k, h in enumerate(histories):
-                h.snapshots[epoch] = flat[k].clone()
-        if epoch in evals:
-            train = _evaluate_members(call, params, buffers, x, y, loss_fn)
-            test = _evaluate_members(call, params, buffers, x_test, y_test, loss_fn)
-            for h, metrics in zip(histories, zip(train, test)):
-                _record_eval(h, epoch, metrics)
-
-    checkpoint(0)
-    bar = tqdm(range(1, epochs + 1), desc=f"fit_ensemble[{len(seeds)}]", disable=not _progress(progress),
-               leave=False)
-    for epoch in bar:
-        plans = [_batches(len(x), batch_size, g) for g in generators]
-        for step, idx in enumerate(zip(*plans)):
-            if full_batch:
-                out, yb = shared(params, buffers, x), y.expand(len(seeds), *y.shape)
-            else:
-                idx = torch.stack(idx).to(device)
-                out, yb = per_member(params, buffers, x[idx]), y[idx]
-            losses = vmap(loss_fn)(out, yb).mean(1)
-            if not torch.isfinite(losses).all():
-                bad = int((~torch.isfinite(losses)).nonzero()[0])
-                _raise_non_finite(losses[bad].item(), epoch, step, bad)
-            for p in params.values():
-                p.grad = None
-            losses.sum().backward()
-            if record_steps:
-                norms = torch.stack([p.grad.flatten(1).pow(2).sum(1) for p in params.values()]).sum(0).sqrt()
-                for h, lv, gv in zip(histories, losses.tolist(), norms.tolist()):
-                    h.step_loss.append(lv)
-                    h.step_grad_norm.append(gv)
-            opt.step()
-        checkpoint(epoch)
-        if epoch in evals:
-            bar.set_postfix(median_loss=f"{sorted(h.train_loss[-1] for h in histories)[len(seeds) // 2]:.4g}")
-            if patience and all(_plateaued(h.train_loss, patience, min_improvement) for h in histories):
-                break
-    seconds = time.perf_counter() - start
-    for h in histories:
-        h.seconds = seconds
-    detached = {n: p.detach() for n, p in params.items()}
-    if cache:
-        disk_cache.store(cache, key, {"params": detached, "buffers": buffers,
-                                      "histories": [asdict(h) for h in histories]})
-    return Ensemble(template, detached, buffers, seeds, histories)
+    params, buffers, histories = _fit_members(members, data, plan, progress, cache)
+    return Ensemble(template, params, buffers, seeds, histories)

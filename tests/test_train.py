@@ -1,5 +1,6 @@
 """fit / evaluate / History and fit_ensemble against the plain loop."""
 
+import inspect
 import math
 
 import pytest
@@ -161,6 +162,62 @@ def test_ensemble_per_member_learning_rates_and_forward():
     assert ens.flat().shape == (2, models.count_params(build()))
     with pytest.raises(ValueError, match="one learning rate per seed"):
         train.fit_ensemble(build, [1, 2], blobs(), epochs=1, lr=[1e-3], progress=False, device=CPU)
+
+
+@pytest.mark.parametrize("optimizer, batch_size", [("adam", 64), ("sgd", None)])
+def test_ensemble_interleaved_learning_rates_match_separate_fits(optimizer, batch_size):
+    seeds, lrs = [7, 8, 9], [1e-3, 3e-2, 1e-3]  # the members of one rate are not adjacent
+    kw = dict(epochs=2, batch_size=batch_size, optimizer=optimizer, record_steps=True, progress=False, device=CPU)
+    ens = train.fit_ensemble(build, seeds, blobs(), lr=lrs, **kw)
+    for k, (seed, lr) in enumerate(zip(seeds, lrs)):
+        model, h = trained(seed, lr=lr, **kw)
+        for p, q in zip(model.parameters(), ens.model(k).parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        assert h.step_grad_norm == pytest.approx(ens.histories[k].step_grad_norm, rel=1e-3)
+
+
+def test_single_member_ensemble_is_exactly_fit():
+    kw = dict(epochs=2, lr=1e-2, batch_size=32, record_steps=True, snapshot_every=1, progress=False, device=CPU)
+    ens = train.fit_ensemble(build, [3], blobs(), **kw)
+    model, h = trained(3, **kw)
+    assert torch.equal(ens.flat()[0], torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert ens.histories[0].to_dict(with_steps=True) == h.to_dict(with_steps=True)
+    assert all(torch.equal(ens.histories[0].snapshots[e], h.snapshots[e]) for e in h.snapshots)
+
+
+def test_ensemble_records_what_fit_records():
+    def first_weight(epoch, model):
+        return {"first_weight": model[1].weight[0, 0].item()}
+
+    kw = dict(epochs=4, lr=1e-2, batch_size=50, weight_decay=0.1, snapshot_every=2, eval_every=3,
+              on_epoch=first_weight, progress=False, device=CPU)
+    ens = train.fit_ensemble(build, [3, 4], blobs(), **kw)
+    for k, seed in enumerate([3, 4]):
+        _, h = trained(seed, **kw)
+        member = ens.histories[k]
+        assert member.epoch == h.epoch == [0, 3, 4]
+        assert sorted(member.snapshots) == sorted(h.snapshots) == [0, 2, 4]
+        torch.testing.assert_close(member.snapshots[4], h.snapshots[4], rtol=1e-4, atol=1e-5)
+        assert member.extra["first_weight"] == pytest.approx(h.extra["first_weight"], rel=1e-4, abs=1e-6)
+
+
+def test_ensemble_stops_once_every_member_plateaued():
+    kw = dict(epochs=200, batch_size=None, patience=3, min_improvement=0.5, progress=False, device=CPU)
+    stalled = train.fit_ensemble(build, [0, 1], blobs(), lr=1e-6, **kw)
+    assert stalled.histories[0].epoch[-1] < 200
+    mixed = train.fit_ensemble(build, [0, 1], blobs(), lr=[1e-6, 1e-1], **kw)
+    assert mixed.histories[0].epoch[-1] > stalled.histories[0].epoch[-1]
+
+
+def test_ensemble_is_deterministic():
+    kw = dict(epochs=2, lr=[1e-2, 3e-2], batch_size=32, progress=False, device=CPU)
+    first, second = (train.fit_ensemble(build, [5, 6], blobs(), **kw) for _ in range(2))
+    assert torch.equal(first.flat(), second.flat())
+    assert [h.train_loss for h in first.histories] == [h.train_loss for h in second.histories]
+
+
+def test_training_uses_public_torch_apis_only():
+    assert "torch._" not in inspect.getsource(train)
 
 
 def test_ensemble_nan_names_member():

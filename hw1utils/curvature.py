@@ -1,12 +1,9 @@
-"""Curvature of the loss: flat parameter vectors, gradient norm, exact Hessian, Lanczos top eigenvalue,
-minimal ratio, and gradient-norm minimisation for many small nets at once (notebooks 1-2c and 1-3d).
+"""Curvature of the mean loss at a weight vector: exact Hessians, Hessian-vector products, the top
+eigenvalue by Lanczos, and the minimal ratio (from Hessian eigenvalues, or from sampled nearby weights).
 
-Every function here takes `loss_fn(outputs, targets) -> scalar` that returns a MEAN over the examples
-(e.g. `nn.MSELoss()`, `nn.CrossEntropyLoss()`); batch-wise results are combined weighted by batch size,
-which equals the full-data result only for a mean loss. No function here changes the caller's model:
-they work on flat copies of its parameters through `torch.func.functional_call`. Nets with dropout
-or batch norm should be put in `eval()` mode first (vmap refuses random ops, and batch statistics
-would make the loss depend on the batch cut).
+`loss_fn(outputs, targets)` returns the batch MEAN (see hw1utils.weight_vector). The caller's model is never
+changed. Nets with dropout or batch norm should be put in `eval()` mode first (vmap refuses random ops, and
+batch statistics would make the loss depend on the batch cut).
 """
 
 from __future__ import annotations
@@ -14,130 +11,26 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
-FlatLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
+from hw1utils.weight_vector import (
+    FlatLoss,
+    _batch_mean,
+    _check_flat,
+    _check_stack,
+    _float64,
+    _n_params,
+    flat_params,
+    functional_loss,
+)
+
 # torch.func's forward-mode AD calls the deprecated torch.jit.script internally (torch 2.14): not ours to fix
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 SAMPLE_CHUNK = 256  # nearby weight vectors evaluated at once by sampled_minimal_ratio (bounds memory)
-MU_LIMITS = (1e-30, 1e30)  # the damping of minimize_grad_norm stays inside these; at the top a member stops
-FD_STEP = 0.1  # finite-difference step, as a fraction of the LM velocity, for the geodesic acceleration
 CPU_HESSIAN_BLOCK = 2**16  # (tangent, example) pairs per vmap(hessian) chunk on CPU: 2x faster than all
-MU_GRID = tuple(10.0 ** (k / 4) for k in range(-16, 17))  # dampings tried per Hessian, x current mu
-
-
-# ---------------------------------------------------------------- flat parameter vectors
-
-
-def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) pairs of the trainable parameters, in model.parameters() order."""
-    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("the model has no trainable parameters (requires_grad=True): "
-                         "nothing to differentiate")
-    return named
-
-
-def _n_params(model: nn.Module) -> int:
-    """Number of trainable parameters (the length of the flat vector)."""
-    return sum(p.numel() for _, p in _trainable(model))
-
-
-def flat_params(model: nn.Module) -> Tensor:
-    """A detached 1-D copy of the trainable parameters, concatenated in model.parameters() order."""
-    return torch.cat([p.detach().reshape(-1) for _, p in _trainable(model)])
-
-
-def _check_flat(flat: Tensor, n_params: int, name: str = "flat") -> None:
-    """Raise ValueError unless `flat` is a 1-D tensor of length n_params."""
-    if not isinstance(flat, Tensor) or flat.dim() != 1 or flat.shape[0] != n_params:
-        shape = tuple(flat.shape) if isinstance(flat, Tensor) else type(flat).__name__
-        raise ValueError(f"{name} must be a 1-D tensor of the {n_params} trainable parameters "
-                         f"(see flat_params(model)), got {shape}")
-
-
-def set_flat_params(model: nn.Module, flat: Tensor) -> None:
-    """Copy the 1-D vector `flat` into the trainable parameters, in place (cast to their dtype/device)."""
-    named = _trainable(model)
-    _check_flat(flat, sum(p.numel() for _, p in named))
-    with torch.no_grad():
-        for (_, p), chunk in zip(named, flat.split([p.numel() for _, p in named]), strict=True):
-            p.copy_(chunk.reshape(p.shape))
-
-
-def _fixed_state(model: nn.Module) -> dict[str, Tensor]:
-    """Buffers and frozen parameters, detached: the part of the state that the flat vector leaves alone."""
-    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
-    return {**{name: b.detach() for name, b in model.named_buffers()}, **frozen}
-
-
-def _like(tensor: Tensor, flat: Tensor) -> Tensor:
-    """A copy of `tensor` on flat's device, in flat's dtype when floating (so float64 runs stay float64)."""
-    dtype = flat.dtype if tensor.is_floating_point() else tensor.dtype
-    return tensor.to(device=flat.device, dtype=dtype, copy=True)
-
-
-def functional_loss(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> FlatLoss:
-    """`f(flat, inputs, targets) = loss_fn(model(inputs), targets)` with the weights taken from `flat`.
-
-    `flat` is split and reshaped into the trainable parameters (model.parameters() order); buffers and
-    frozen parameters come from the model, copied into flat's dtype. Works under vmap, grad, jvp and
-    hessian, and in float64 (pass float64 `flat` and inputs). The model itself is never modified.
-    """
-    named = _trainable(model)
-    names = [name for name, _ in named]
-    shapes = [p.shape for _, p in named]
-    sizes = [p.numel() for _, p in named]
-    fixed = _fixed_state(model)
-
-    def loss(flat: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
-        """Mean loss of the model with weights `flat` on (inputs, targets)."""
-        _check_flat(flat, sum(sizes))
-        chunks = zip(names, flat.split(sizes), shapes, strict=True)
-        params = {name: chunk.reshape(shape) for name, chunk, shape in chunks}
-        state = {**{name: _like(t, flat) for name, t in fixed.items()}, **params}
-        value = loss_fn(functional_call(model, state, (inputs,)), targets)
-        if value.dim() != 0:
-            raise ValueError(f"loss_fn must return a scalar mean loss (reduction='mean'), got shape "
-                             f"{tuple(value.shape)}")
-        return value
-
-    return loss
-
-
-def _float64(tensor: Tensor) -> Tensor:
-    """`tensor` in float64 when it is floating point (class-index targets stay integer)."""
-    return tensor.double() if tensor.is_floating_point() else tensor
-
-
-# ---------------------------------------------------------------- gradient norm and batch averaging
-
-
-def _batch_mean(fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, targets: Tensor,
-                batch_size: int | None) -> Tensor:
-    """Sum over consecutive batches of fn(batch) * len(batch) / N: the full-data value of a mean quantity."""
-    n = len(inputs)
-    if len(targets) != n:
-        raise ValueError(f"inputs and targets differ in length ({n} vs {len(targets)})")
-    if batch_size is None:
-        return fn(inputs, targets)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int or None (all data at once), got {batch_size!r}")
-    parts = [fn(inputs[i:i + batch_size], targets[i:i + batch_size]) * (len(inputs[i:i + batch_size]) / n)
-             for i in range(0, n, batch_size)]
-    return torch.stack(parts).sum(dim=0)
-
-
-def grad_norm(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, targets: Tensor,
-              batch_size: int | None = None) -> float:
-    """2-norm over all parameter gradients of the full-data mean loss (batches weighted by their size)."""
-    loss, flat = functional_loss(model, loss_fn), flat_params(model)
-    gradient = _batch_mean(lambda x, t: grad(loss)(flat, x, t), inputs, targets, batch_size)
-    return float(gradient.norm())
 
 
 # ---------------------------------------------------------------- exact Hessian
@@ -192,8 +85,10 @@ def _gradient_row(entry: Tensor, params: list[Tensor]) -> Tensor:
 
 def hessian_by_double_backward(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
                                targets: Tensor, max_params: int = 4000) -> Tensor:
-    """Exact float64 Hessian, row by row by autograd.grad of each gradient entry on a float64 copy of
-    the model: slow (P backward passes), meant as an independent check of `hessian`."""
+    """Exact float64 Hessian by double backward, row by row: slow, an independent check of `hessian`.
+
+    Each row is autograd.grad of one gradient entry on a float64 copy of the model (P backward passes).
+    """
     _check_hessian_size(_n_params(model), max_params)
     twin = copy.deepcopy(model).double()
     params = [p for p in twin.parameters() if p.requires_grad]
@@ -241,8 +136,11 @@ def _unit_directions(n_samples: int, n_params: int, seed: int, like: Tensor) -> 
 
 def sampled_minimal_ratio(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
                           targets: Tensor, radius: float, n_samples: int, seed: int) -> float:
-    """Fraction of nearby weights theta + radius * u (u uniform on the unit sphere) whose loss is
-    strictly higher than at theta; float64, all samples through one vmap; the model is untouched."""
+    """Fraction of nearby weights theta + radius * u (u uniform on the unit sphere) with a higher loss.
+
+    Higher means strictly above the loss at theta; float64, all samples through one vmap; the model is
+    untouched.
+    """
     if radius <= 0 or n_samples < 1:
         raise ValueError(f"need radius > 0 and n_samples >= 1, got radius={radius}, n_samples={n_samples}")
     loss = functional_loss(model, loss_fn)
@@ -317,8 +215,10 @@ def _lanczos_top(matvec: Callable[[Tensor], Tensor], start: Tensor, iters: int, 
 def top_hessian_eigenvalue(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
                            targets: Tensor, iters: int = 30, batch_size: int | None = None, seed: int = 0,
                            tol: float = 1e-6) -> float:
-    """Largest ALGEBRAIC Hessian eigenvalue of the full-data mean loss, by Lanczos on Hessian-vector
-    products (model dtype; Lanczos basis in float64). A lower bound that tightens with `iters`."""
+    """Largest ALGEBRAIC Hessian eigenvalue of the full-data mean loss, by Lanczos on Hessian-vector products.
+
+    Products in the model dtype, Lanczos basis in float64. A lower bound that tightens with `iters`.
+    """
     if iters < 1 or tol < 0:
         raise ValueError(f"need iters >= 1 and tol >= 0, got iters={iters}, tol={tol}")
     product = _hvp_operator(model, loss_fn, inputs, targets, batch_size)
@@ -327,27 +227,7 @@ def top_hessian_eigenvalue(model: nn.Module, loss_fn: Callable[[Tensor, Tensor],
     return float(_lanczos_top(product, start.to(flat_params(model).device), iters, tol))
 
 
-# ---------------------------------------------------------------- stacks of same-shaped nets (1-2c)
-
-
-def stacked_loss_fn(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> FlatLoss:
-    """`f(flats (K, P), inputs, targets) -> (K,)` mean losses of K weight vectors of model's architecture."""
-    return vmap(functional_loss(model, loss_fn), in_dims=(0, None, None))
-
-
-def _check_stack(model: nn.Module, flats: Tensor) -> int:
-    """Number of parameters P; ValueError unless flats is a (K, P) tensor."""
-    n_params = _n_params(model)
-    if not isinstance(flats, Tensor) or flats.dim() != 2 or flats.shape[1] != n_params:
-        shape = tuple(flats.shape) if isinstance(flats, Tensor) else type(flats).__name__
-        raise ValueError(f"flats must be a (K, {n_params}) tensor: one flat parameter vector per row "
-                         f"(torch.stack of flat_params), got {shape}")
-    return n_params
-
-
-def _stacked_grad(loss: FlatLoss, flats: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
-    """(K, P) gradients of the K members."""
-    return vmap(grad(loss), in_dims=(0, None, None))(flats, inputs, targets)
+# ---------------------------------------------------------------- Hessian spectra of stacks of same-shaped nets (1-2c)
 
 
 def _member_chunk(flats: Tensor, inputs: Tensor) -> int | None:
@@ -370,125 +250,3 @@ def stacked_hessian_eigenvalues(model: nn.Module, loss_fn: Callable[[Tensor, Ten
     loss = functional_loss(model, loss_fn)
     matrices = _stacked_hessian(loss, flats.double(), _float64(inputs), _float64(targets))
     return torch.linalg.eigvalsh(matrices)
-
-
-@dataclass
-class GradNormMinimization:
-    """What minimize_grad_norm did, per member (K rows) and per step."""
-
-    grad_norm_before: Tensor  # (K,) gradient 2-norm of the mean loss at the start
-    grad_norm_after: Tensor  # (K,) gradient 2-norm at the end
-    loss_before: Tensor  # (K,) mean loss at the start
-    loss_after: Tensor  # (K,) mean loss at the end (critical points may sit above or below the start)
-    median_grad_norm: list[float]  # median over members of the gradient norm: start, then after each step
-    mu: Tensor  # (K,) final Levenberg-Marquardt damping (reaching MU_LIMITS[1] means the member stalled)
-    steps: int  # Hessian evaluations done (fewer than asked when every member had stopped)
-
-
-@dataclass(frozen=True)
-class LMSettings:
-    """Levenberg-Marquardt knobs of minimize_grad_norm."""
-
-    max_tries: int = 3  # grids tried per Hessian; after each failure the grid moves up by MU_GRID[-1]**2
-    max_accel_ratio: float = 0.75  # reject steps with 2|acceleration| > this * |velocity| (Transtrum 2012)
-
-    def __post_init__(self) -> None:
-        """Raise ValueError on settings that cannot work."""
-        if self.max_tries < 1 or self.max_accel_ratio <= 0:
-            raise ValueError(f"need max_tries >= 1 and max_accel_ratio > 0, got {self}")
-
-
-def _damped_solve(eigenvalues: Tensor, eigenvectors: Tensor, residuals: Tensor, grid: Tensor) -> Tensor:
-    """(K, C, P): -(H^2 + mu I)^{-1} H r for each member k, residual r[k, c] and damping mu = grid[k, c],
-    through H = V diag(lam) V^T: -V diag(lam / (lam^2 + mu)) V^T r."""
-    in_eigenbasis = torch.einsum("kpq,kcp->kcq", eigenvectors, residuals)
-    scaled = eigenvalues[:, None, :] / (eigenvalues[:, None, :] ** 2 + grid[:, :, None]) * in_eigenbasis
-    return -torch.einsum("kpq,kcq->kcp", eigenvectors, scaled)
-
-
-def _grads_of_rows(loss: FlatLoss, points: Tensor, data: tuple[Tensor, Tensor]) -> Tensor:
-    """Gradients at a (K, C, P) block of weight vectors, as one (K * C)-row vmap."""
-    return _stacked_grad(loss, points.reshape(-1, points.shape[-1]), *data).reshape(points.shape)
-
-
-def _lm_trials(loss: FlatLoss, flats: Tensor, grads: Tensor, spectrum: tuple[Tensor, Tensor], grid: Tensor,
-               data: tuple[Tensor, Tensor], max_accel_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Geodesic-accelerated LM steps for every damping in grid (K, C): (trial points, their gradients,
-    valid) where valid marks steps whose acceleration is small enough, all shaped (K, C, ...)."""
-    eigenvalues, eigenvectors = spectrum
-    velocity = _damped_solve(eigenvalues, eigenvectors, grads[:, None, :].expand(-1, grid.shape[1], -1), grid)
-    # second directional derivative of the residual g along the velocity, by finite differences
-    probe = _grads_of_rows(loss, flats[:, None, :] + FD_STEP * velocity, data)
-    hessian_velocity = torch.einsum("kpq,kq,kcq->kcp", eigenvectors, eigenvalues,
-                                    torch.einsum("kpq,kcp->kcq", eigenvectors, velocity))
-    curvature = 2 / FD_STEP * ((probe - grads[:, None, :]) / FD_STEP - hessian_velocity)
-    acceleration = _damped_solve(eigenvalues, eigenvectors, curvature, grid)
-    trials = flats[:, None, :] + velocity + acceleration / 2
-    valid = 2 * acceleration.norm(dim=2) <= max_accel_ratio * velocity.norm(dim=2)
-    return trials, _grads_of_rows(loss, trials, data), valid
-
-
-def _lm_step(loss: FlatLoss, flats: Tensor, grads: Tensor, mu: Tensor, data: tuple[Tensor, Tensor],
-             settings: LMSettings) -> tuple[Tensor, Tensor, Tensor]:
-    """One Hessian per member; try the dampings mu * MU_GRID at once and keep, per member, the step
-    with the smallest damping among those that lower ||g|| (mu becomes that damping). Members with no
-    such step retry with the grid shifted up (max_tries times); returns (flats, grads, mu)."""
-    spectrum = torch.linalg.eigh(_stacked_hessian(loss, flats, *data))
-    grid_factors = torch.tensor(MU_GRID, dtype=flats.dtype, device=flats.device)
-    pending = torch.ones(len(flats), dtype=torch.bool, device=flats.device)
-    for _ in range(settings.max_tries):
-        grid = (mu[:, None] * grid_factors).clamp(*MU_LIMITS)
-        trials, trial_grads, valid = _lm_trials(loss, flats, grads, spectrum, grid, data, settings.max_accel_ratio)
-        improving = valid & (trial_grads.norm(dim=2) < grads.norm(dim=1)[:, None])
-        best = torch.where(improving, grid, torch.inf).argmin(dim=1)  # the boldest step that still helps
-        rows = torch.arange(len(flats), device=flats.device)
-        accept = pending & improving[rows, best]
-        flats = torch.where(accept[:, None], trials[rows, best], flats)
-        grads = torch.where(accept[:, None], trial_grads[rows, best], grads)
-        failed = (mu * MU_GRID[-1] ** 2).clamp(*MU_LIMITS)
-        mu = torch.where(accept, grid[rows, best], torch.where(pending, failed, mu))
-        pending = pending & ~accept & (mu < MU_LIMITS[1])
-        if not pending.any():
-            break
-    return flats, grads, mu
-
-
-def minimize_grad_norm(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], flats: Tensor,
-                       inputs: Tensor, targets: Tensor, steps: int = 50, mu_init: float = 1e-3,
-                       settings: LMSettings | None = None, gtol: float = 1e-13,
-                       max_params: int = 4000) -> tuple[Tensor, GradNormMinimization]:
-    """Drive each member's gradient norm toward zero: Levenberg-Marquardt on the residual grad L(theta).
-
-    The residual's Jacobian is the Hessian H, so the step is v = -(H^2 + mu I)^{-1} H g (eigh of H per
-    member) plus half the geodesic acceleration (the same solve applied to the residual's second
-    directional derivative along v, by finite differences; Transtrum & Sethna 2012), which lets steps
-    follow curved valleys. Per Hessian, the dampings mu * MU_GRID (1e-4 .. 1e4, 4 per decade) are tried
-    at once and the smallest one whose step lowers ||g|| is kept, so mu adapts by orders of magnitude
-    in one step (needed: Hessians of small tanh nets span 1e-9 .. 1e1). Converges to critical points
-    of any index (minima and saddles), fast near non-degenerate ones; in near-flat regions (many
-    eigenvalues |lambda| < 1e-4, saturating units drifting to infinity) ||g|| falls only linearly, so
-    check info.grad_norm_after. All members run batched (vmap) in float64; a member
-    stops once ||g|| <= gtol or its mu reaches MU_LIMITS[1]. Returns the (K, P) float64 parameters and
-    a GradNormMinimization record.
-    """
-    _check_hessian_size(_check_stack(model, flats), max_params, members=len(flats))
-    if steps < 0 or mu_init <= 0:
-        raise ValueError(f"need steps >= 0 and mu_init > 0, got steps={steps}, mu_init={mu_init}")
-    settings = settings or LMSettings()
-    loss, data = functional_loss(model, loss_fn), (_float64(inputs), _float64(targets))
-    flats = flats.detach().double().clone()
-    grads = _stacked_grad(loss, flats, *data)
-    mu = torch.full((len(flats),), float(mu_init), dtype=torch.float64, device=flats.device)
-    before, loss_before = grads.norm(dim=1), stacked_loss_fn(model, loss_fn)(flats, *data)
-    history = [float(before.median())]
-    for _ in range(steps):
-        active = (grads.norm(dim=1) > gtol) & (mu < MU_LIMITS[1])
-        if not active.any():
-            break
-        moved = _lm_step(loss, flats[active], grads[active], mu[active], data, settings)
-        flats[active], grads[active], mu[active] = moved
-        history.append(float(grads.norm(dim=1).median()))
-    loss_after = stacked_loss_fn(model, loss_fn)(flats, *data)
-    record = GradNormMinimization(before, grads.norm(dim=1), loss_before, loss_after, history, mu,
-                                  steps=len(history) - 1)
-    return flats, record

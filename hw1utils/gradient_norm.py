@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import curvature, train
+from . import train, weight_vector
 
 
 def whole_data_gradient_hook(loss: str, x, y, chunk: int) -> Callable[[int, nn.Module], dict[str, float]]:
@@ -22,7 +22,7 @@ def whole_data_gradient_hook(loss: str, x, y, chunk: int) -> Callable[[int, nn.M
 
     def hook(epoch: int, model: nn.Module) -> dict[str, float]:
         """The whole-data gradient norm of `model` at this epoch end."""
-        return {"full_grad_norm": curvature.grad_norm(model, mean_loss, x, y, batch_size=chunk)}
+        return {"full_grad_norm": weight_vector.grad_norm(model, mean_loss, x, y, batch_size=chunk)}
 
     return hook
 

@@ -1,5 +1,5 @@
-"""Weight trajectories of training runs: snapshots stacked with their metrics, per-layer slices of the
-flat weight vector, and the PCA plane through one run (Li et al. 2018) for loss surfaces (1-2a)."""
+"""Weight trajectories of training runs: snapshots stacked with their metrics, per-layer slices of the flat
+weight vector, their top-2 PCA, and the PCA plane through one run with the loss surface on it (Li et al. 2018)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hw1utils.landscape import Span, loss_surface, pca_2d, project_onto_plane
+from hw1utils.landscape import Span, loss_surface
 from hw1utils.train import History
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
+# ---------------------------------------------------------------- snapshots of several runs with their metrics
+
+
 def parameter_slices(model: nn.Module) -> dict[str, slice]:
     """name -> slice of that trainable parameter in the flat weight vector (model.parameters() order).
 
-    The order is the one of History.snapshots, Ensemble.flat() and curvature.flat_params.
+    The order is the one of History.snapshots, Ensemble.flat() and weight_vector.flat_params.
     """
     slices, start = {}, 0
     for name, param in model.named_parameters():
@@ -69,6 +72,42 @@ def collect_trajectories(histories: Sequence[History]) -> Trajectories:
                 metrics[name].append(getattr(history, name)[at_epoch[epoch]])
     return Trajectories(torch.stack(rows), np.array(runs), np.array(epochs),
                         {name: np.array(values, dtype=float) for name, values in metrics.items()})
+
+
+# ---------------------------------------------------------------- PCA of weight snapshots and the plane through one run
+
+
+def pca_2d(vectors: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Top-2 PCA of the rows of `vectors` (N, P), centred on their mean, computed in float64.
+
+    Returns coords (N, 2), components (2, P) (orthonormal rows; each flipped so its largest-|loading|
+    entry is positive), explained_variance_ratio (2,) and mean (P,). Stack the snapshots of all runs
+    into one matrix to get one shared plane.
+    """
+    data = torch.as_tensor(vectors).to(torch.float64)
+    if data.dim() != 2 or data.shape[0] < 2:
+        raise ValueError("vectors must be a 2-D (snapshots, parameters) array with >= 2 rows, "
+                         f"got shape {tuple(data.shape)}")
+    mean = data.mean(0)
+    centred = data - mean
+    _, singular, components = torch.linalg.svd(centred, full_matrices=False)
+    total = singular.square().sum()
+    if total == 0:
+        raise ValueError("all vectors are identical, so there is no variance to project")
+    components = components[:2]
+    signs = components.gather(1, components.abs().argmax(1, keepdim=True)).sign()
+    components = components * signs
+    ratio = torch.zeros(2, dtype=torch.float64, device=data.device)
+    ratio[: len(singular[:2])] = singular[:2].square() / total
+    return centred @ components.T, components, ratio, mean
+
+
+def project_onto_plane(vectors: Tensor | np.ndarray, center: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
+    """Least-squares (a, b), float64, of each row of `vectors` in the plane center + a d1 + b d2."""
+    basis = torch.stack([torch.as_tensor(d).reshape(-1) for d in (d1, d2)], 1).to(torch.float64)
+    data = torch.as_tensor(vectors).to(device=basis.device, dtype=torch.float64)
+    offsets = data.reshape(-1, basis.shape[0]) - torch.as_tensor(center).to(basis).reshape(-1)
+    return torch.linalg.lstsq(basis, offsets.T).solution.T
 
 
 def trajectory_plane(snapshots: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

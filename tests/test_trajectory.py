@@ -65,6 +65,42 @@ def test_collect_trajectories_from_a_real_ensemble_matches_its_final_weights():
     np.testing.assert_allclose(traj.metrics["train_loss"][traj.of_run(1)], ens.histories[1].train_loss)
 
 
+# --------------------------------------------------------------------------------------------- PCA, planes
+
+
+def test_pca_2d_matches_numpy_svd_up_to_sign():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(12, 30)) @ np.diag(np.linspace(3, 0.1, 30))
+    coords, components, ratio, mean = trajectory.pca_2d(torch.as_tensor(vectors))
+    centred = vectors - vectors.mean(0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    signs = np.sign(np.sum(components.numpy() * vt[:2], axis=1))
+    np.testing.assert_allclose(components.numpy(), signs[:, None] * vt[:2], atol=1e-10)
+    np.testing.assert_allclose(coords.numpy(), centred @ (signs[:, None] * vt[:2]).T, atol=1e-10)
+    np.testing.assert_allclose(ratio.numpy(), singular[:2] ** 2 / np.sum(singular**2), rtol=1e-10)
+    np.testing.assert_allclose(mean.numpy(), vectors.mean(0), rtol=1e-12)
+    assert ratio.sum() <= 1 and ratio[0] >= ratio[1]
+    loadings = components.numpy()
+    assert all(row[np.argmax(np.abs(row))] > 0 for row in loadings)  # the sign convention
+
+
+def test_pca_2d_rejects_degenerate_input():
+    with pytest.raises(ValueError, match=">= 2 rows"):
+        trajectory.pca_2d(np.ones((1, 5)))
+    with pytest.raises(ValueError, match="identical"):
+        trajectory.pca_2d(np.ones((4, 5)))
+
+
+def test_project_onto_plane_matches_numpy_least_squares():
+    rng = np.random.default_rng(1)
+    center, d1, d2 = (rng.normal(size=20) for _ in range(3))
+    in_plane = center + rng.normal(size=(6, 1)) * d1 + rng.normal(size=(6, 1)) * d2
+    vectors = in_plane + 0.1 * rng.normal(size=(6, 20))
+    expected = np.linalg.lstsq(np.stack([d1, d2], 1), (vectors - center).T, rcond=None)[0].T
+    as_torch = [torch.as_tensor(v) for v in (center, d1, d2)]
+    np.testing.assert_allclose(trajectory.project_onto_plane(vectors, *as_torch).numpy(), expected, rtol=1e-10)
+
+
 def test_trajectory_plane_is_centred_on_the_last_snapshot_and_spans_the_numpy_pca_plane():
     generator = torch.Generator().manual_seed(0)
     snapshots = torch.randn(6, 2, generator=generator) @ torch.randn(2, 9, generator=generator) + 3.0

@@ -74,7 +74,7 @@ def execute(path: Path, target: Path | None = None, timeout: int = CELL_TIMEOUT_
 def output_root(out: Path | None) -> Path | None:
     """Where a run writes: `out` if given, scratch/ in the quick profile, None (in place) in the full one."""
     if out is not None:
-        return out
+        return out.resolve()  # the kernels run in notebooks/: a relative folder would land there
     return None if config.profile() == "full" else config.SCRATCH_DIR
 
 

@@ -91,3 +91,8 @@ def test_clean_sets_the_kernelspec_and_drops_volatile_state():
     cleaned = notebooks.clean(nb)
     assert cleaned.metadata.kernelspec.name == "python3" and "widgets" not in cleaned.metadata
     assert cleaned.cells[0].execution_count is None and cleaned.cells[0].outputs == []
+
+
+def test_a_relative_output_folder_is_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert notebooks.output_root(tmp_path.joinpath("out").relative_to(tmp_path)) == tmp_path / "out"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import random
 from collections.abc import MutableMapping
@@ -81,10 +82,23 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 # the notebook's `parameters` cell when PROFILE is "quick", except where a value was given explicitly
 # (papermill -p NAME VALUE). Every other setting keeps its parameters-cell value.
 QUICK: dict[str, dict[str, Any]] = {
+    # 1-1a, 1-1b, 1-2a, 1-2c
+    "1-1a_simulate_function": dict(N_POINTS=128, LR_SEARCH_EPOCHS=100, LRS=(3e-3, 1e-2), SEARCH_SEEDS=(100,),
+                                   SEEDS=(0, 1), MAX_EPOCHS=200, PLATEAU_PATIENCE=100, EVAL_EVERY=10),
+    "1-1b_train_actual_task": dict(EPOCHS=1, TRAIN_LIMIT=1_000, SECOND_TRAIN_LIMIT=1_000, SEEDS=(0,)),
+    "1-2a_optimization_trajectory": dict(EPOCHS=3, SNAPSHOT_EVERY=1, TRAIN_LIMIT=1_000, SURFACE_GRID=7,
+                                         SURFACE_EXAMPLES=500, FUNCTION_POINTS=128, FUNCTION_EPOCHS=60,
+                                         FUNCTION_SNAPSHOT_EVERY=6),
+    "1-2c_minimal_ratio": dict(RUNS=10, TRAIN_EPOCHS=1_000, NEWTON_STEPS=15, SAMPLES=200),
     "1-2b_gradient_norm": dict(EPOCHS=2, TRAIN_LIMIT=1_000, FUNCTION_POINTS=128, FUNCTION_EPOCHS=100,
                                FUNCTION_EVAL_EVERY=10),
+    # 1-3a, 1-3b, 1-3c, 1-3d
+    "1-3a_random_labels": dict(EPOCHS=3, TRAIN_LIMIT=1_000),
+    "1-3b_params_vs_generalization": dict(EPOCHS=2, TRAIN_LIMIT=1_000, N_WIDTHS=12, SEEDS=(0,)),
+    "1-3c_flatness_interpolation": dict(EPOCHS=2, LARGE_BATCH_EPOCHS=8, TRAIN_LIMIT=1_000, N_ALPHAS=13),
+    "1-3d_flatness_sensitivity": dict(EPOCHS=2, MIN_STEPS=20, TRAIN_LIMIT=1_000, BATCH_SIZES=(16, 64, 256, 1024),
+                                      SEEDS=(0,), HESSIAN_EXAMPLES=128, SHARP_STEPS=5, RESCALE_POINTS=3),
 }
-PLAIN_TYPES = (bool, int, float, str, tuple, list, dict, type(None))  # what a parameters cell may assign
 _active_profile: str | None = None  # set by apply_parameters: the profile of the running notebook
 
 
@@ -159,17 +173,25 @@ def _expected(default: Any) -> str:
     return {float: "a number", int: "an int", bool: "True or False", str: "a string"}.get(type(default), "a dict")
 
 
+def injected_parameters(namespace: MutableMapping[str, Any]) -> dict[str, Any]:
+    """The assignments of papermill's injected cell (source starting "# Parameters"), {} when there is none."""
+    injected = [source for source in namespace.get("In", []) if source.lstrip().startswith("# Parameters")]
+    if not injected:
+        return {}
+    return {statement.targets[0].id: ast.literal_eval(statement.value)
+            for statement in ast.parse(injected[-1]).body if isinstance(statement, ast.Assign)}
+
+
 def apply_parameters(stem: str, namespace: MutableMapping[str, Any]) -> dict[str, Any]:
     """Check the notebook's parameters in `namespace`, apply the profile, name the notebook; returns the values used.
 
-    Call it right after the `parameters` cell with globals(). Papermill's injected values are checked
-    against the parameters cell: an unknown name or a value of the wrong type is an error naming it. In
-    the quick profile, QUICK[stem] replaces the sizes that were not given explicitly. PROFILE = "full"
-    left as it is defers to HW1_PROFILE, so headless runs and the tests choose the profile.
+    Call it right after the `parameters` cell with globals(). Papermill's injected names are checked
+    against the parameters cell, and every parameter's value against its default's type: an unknown
+    name or a wrong type is an error naming it. In the quick profile, QUICK[stem] replaces the sizes
+    not given explicitly. PROFILE = "full" left as it is defers to HW1_PROFILE (headless runs, tests).
     """
-    defaults = parameter_defaults(stem)
-    unknown = sorted(name for name, value in namespace.items() if not name.startswith("_")
-                     and name not in defaults and name not in ("In", "Out") and isinstance(value, PLAIN_TYPES))
+    defaults, injected = parameter_defaults(stem), injected_parameters(namespace)
+    unknown = sorted(set(injected) - set(defaults))
     if unknown:
         raise NameError(f"unknown parameter(s) {', '.join(unknown)} for {stem}; its parameters are "
                         f"{', '.join(defaults)}")
@@ -179,14 +201,14 @@ def apply_parameters(stem: str, namespace: MutableMapping[str, Any]) -> dict[str
                             f"got {namespace[name]!r}")
         if isinstance(default, tuple):
             namespace[name] = tuple(namespace[name])
-    given = namespace.get("PROFILE", "full")
-    chosen = (_checked_profile(given, "PROFILE") if given != defaults.get("PROFILE", "full")
-              else _checked_profile(os.environ.get("HW1_PROFILE", given), "HW1_PROFILE"))
+    explicit = {name for name in defaults if name in injected or namespace[name] != defaults[name]}
+    chosen = (_checked_profile(namespace["PROFILE"], "PROFILE") if "PROFILE" in explicit
+              else _checked_profile(os.environ.get("HW1_PROFILE", "full"), "HW1_PROFILE"))
     global _active_profile
     _active_profile = namespace["PROFILE"] = chosen
     if chosen == "quick":
         for name, small in QUICK.get(stem, {}).items():
-            if namespace[name] == defaults[name]:
+            if name not in explicit:
                 namespace[name] = small
     set_notebook(stem)
     return {name: namespace[name] for name in defaults}
@@ -299,10 +321,25 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in results.json")
 
 
+RESULT_DIGITS = 12  # significant digits kept in results.json: reruns of unchanged code are byte-identical
+
+
+def _rounded(value: Any) -> Any:
+    """`value` with every float rounded to RESULT_DIGITS significant digits, and nan/inf stored as None."""
+    if isinstance(value, float):
+        return float(f"{value:.{RESULT_DIGITS}g}") if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item) for item in value]
+    return value
+
+
 def save_results(results: dict[str, Any]) -> Path:
-    """Write `results` as figures/<notebook-stem>/results.json (sorted keys, atomic replace)."""
+    """Write `results` as figures/<notebook-stem>/results.json (floats rounded, sorted keys, atomic replace)."""
     path = figure_dir() / "results.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True, default=_jsonable) + "\n")
+    plain = json.loads(json.dumps(results, default=_jsonable))
+    tmp.write_text(json.dumps(_rounded(plain), indent=1, sort_keys=True, allow_nan=False) + "\n")
     tmp.replace(path)
     return path

@@ -89,3 +89,10 @@ def test_unwritable_results_folder_is_named(monkeypatch, tmp_path):
 def test_shown_path_is_relative_inside_the_repository(tmp_path):
     assert config.shown_path(config.REPO_ROOT / "data" / "MNIST") == "data/MNIST"
     assert config.shown_path(tmp_path) == str(tmp_path)
+
+
+def test_results_are_rounded_and_strict_json(monkeypatch, tmp_path):
+    monkeypatch.setenv("HW1_FIGURES", str(tmp_path))
+    config.set_notebook("nb-stem")
+    path = config.save_results({"x": 0.1 + 0.2, "bad": float("nan"), "nested": [np.float64(1 / 3)]})
+    assert json.loads(path.read_text()) == {"x": 0.3, "bad": None, "nested": [0.333333333333]}

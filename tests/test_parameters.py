@@ -35,7 +35,8 @@ def test_full_profile_keeps_the_cell(notebook):
 
 
 def test_quick_profile_shrinks_sizes_but_not_explicit_values(notebook):
-    namespace = {**notebook, "PROFILE": "quick", "EPOCHS": 3}  # as papermill -p PROFILE quick -p EPOCHS 3
+    namespace = {**notebook, "PROFILE": "quick", "EPOCHS": 3,  # as papermill -p PROFILE quick -p EPOCHS 3
+                 "In": ["", 'PROFILE = "full"\n', '# Parameters\nPROFILE = "quick"\nEPOCHS = 3\n']}
     used = config.apply_parameters("nb-test", namespace)
     assert used == {**notebook, "PROFILE": "quick", "EPOCHS": 3, "LIMIT": 100}
     assert namespace["LIMIT"] == 100 and config.profile() == "quick"
@@ -48,8 +49,17 @@ def test_hw1_profile_chooses_when_the_cell_is_left_alone(notebook, monkeypatch):
 
 
 def test_unknown_parameter_is_named(notebook):
+    namespace = {**notebook, "EPOCH": 3, "In": ["", "# Parameters\nEPOCH = 3\n"]}  # papermill -p EPOCH 3
     with pytest.raises(NameError, match=r"unknown parameter\(s\) EPOCH for nb-test; its parameters are PROFILE"):
-        config.apply_parameters("nb-test", {**notebook, "EPOCH": 3})
+        config.apply_parameters("nb-test", namespace)
+
+
+def test_rerunning_the_cell_in_lab_is_not_an_error(notebook, monkeypatch):
+    monkeypatch.setenv("HW1_PROFILE", "quick")
+    namespace = {**notebook, "In": ["", "PROFILE = ...", "SETTINGS = ..."]}
+    first = config.apply_parameters("nb-test", namespace)
+    namespace.update(SETTINGS=first, DEVICE="cpu", x_train=[1.0])  # what later cells define
+    assert config.apply_parameters("nb-test", namespace) == first
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [

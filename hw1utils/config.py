@@ -19,80 +19,19 @@ FIGURES_DIR = REPO_ROOT / "figures"
 SCRATCH_DIR = REPO_ROOT / "scratch"  # git-ignored: where quick-profile and scratch runs write
 PROFILES = ("quick", "full")
 
-# One table of sizes for every experiment: SIZES[experiment][profile] -> parameters.
-# Units are stated in the key names (epochs, examples, runs). Notebooks read these in their
-# `parameters` cell via `profile_params(experiment)`.
-SIZES: dict[str, dict[str, dict[str, Any]]] = {
-    "1-1a": {  # search: lrs x search_seeds for lr_search_epochs; then `seeds` runs up to max_epochs, stopped
-        # once the best loss of the last plateau_patience epochs is < 10% below the earlier best (eval_every)
-        "quick": dict(n_points=128, lr_search_epochs=100, lrs=(3e-3, 1e-2), search_seeds=1, seeds=2,
-                      max_epochs=200, plateau_patience=100, eval_every=10),
-        "full": dict(n_points=256, lr_search_epochs=1_000, lrs=(1e-3, 3e-3, 1e-2, 3e-2), search_seeds=3, seeds=5,
-                     max_epochs=20_000, plateau_patience=1_000, eval_every=50),
-    },
-    "1-1b": {  # second_train_limit: training images of the second task (Fashion-MNIST has 60,000)
-        "quick": dict(epochs=1, batch_size=128, train_limit=1_000, second_train_limit=1_000, seeds=1),
-        "full": dict(epochs=10, batch_size=128, train_limit=None, second_train_limit=4_000, seeds=2),
-    },
-    "1-2a": {
-        "quick": dict(epochs=3, runs=8, snapshot_every=1, batch_size=128, train_limit=1_000,
-                      surface_grid=7, surface_examples=500, function_points=128, function_epochs=60,
-                      function_snapshot_every=6),
-        "full": dict(epochs=30, runs=8, snapshot_every=3, batch_size=128, train_limit=None,
-                     surface_grid=31, surface_examples=4_000, function_points=256, function_epochs=3_000,
-                     function_snapshot_every=150),
-    },
-    "1-2b": {
-        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, function_points=128, function_epochs=100,
-                      function_eval_every=10),
-        "full": dict(epochs=20, batch_size=128, train_limit=None, function_points=256, function_epochs=3_000,
-                     function_eval_every=30),
-    },
-    "1-2c": {  # n_points: training inputs; newton_steps: Levenberg-Marquardt Hessians; samples: per run
-        "quick": dict(runs=10, n_points=64, train_epochs=1_000, newton_steps=15, samples=200),
-        "full": dict(runs=100, n_points=64, train_epochs=3_000, newton_steps=30, samples=1_000),
-    },
-    "1-3a": {  # train_limit: 4,000 examples in full, memorised within the epoch budget (the notebook reads the epoch)
-        "quick": dict(epochs=3, batch_size=128, train_limit=1_000, width=256),
-        "full": dict(epochs=100, batch_size=128, train_limit=4_000, width=256),
-    },
-    "1-3b": {  # widths: how many geometric widths between smallest_width and largest_width
-        "quick": dict(epochs=2, batch_size=128, train_limit=1_000, widths=12, seeds=1,
-                      smallest_width=3, largest_width=384),
-        "full": dict(epochs=40, batch_size=128, train_limit=None, widths=14, seeds=3,
-                     smallest_width=3, largest_width=384),
-    },
-    "1-3c": {  # epochs: batch-64 models; large_batch_epochs: the batch-1024 model (16x fewer steps per epoch)
-        "quick": dict(epochs=2, large_batch_epochs=8, train_limit=1_000, alphas=13),
-        "full": dict(epochs=40, large_batch_epochs=160, train_limit=None, alphas=61),
-    },
-    # 1-3d: epochs per model = max(epochs, ceil(min_steps / steps per epoch)); a model per batch size and seed;
-    # rescale_points factors a from 1e-2 to 1e2 for the Dinh et al. rescaling
-    "1-3d": {
-        "quick": dict(epochs=2, min_steps=20, train_limit=1_000, batch_sizes=(16, 64, 256, 1024), seeds=1,
-                      hessian_examples=128, sharp_steps=5, rescale_points=3),
-        "full": dict(epochs=30, min_steps=800, train_limit=None,
-                     batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096), seeds=2,
-                     hessian_examples=1_000, sharp_steps=20, rescale_points=9),
-    },
-}
-
-
 # The quick profile: smoke-test sizes for the tests, per notebook. These values replace the ones in
 # the notebook's `parameters` cell when PROFILE is "quick", except where a value was given explicitly
 # (papermill -p NAME VALUE). Every other setting keeps its parameters-cell value.
 QUICK: dict[str, dict[str, Any]] = {
-    # 1-1a, 1-1b, 1-2a, 1-2c
     "1-1a_simulate_function": dict(N_POINTS=128, LR_SEARCH_EPOCHS=100, LRS=(3e-3, 1e-2), SEARCH_SEEDS=(100,),
                                    SEEDS=(0, 1), MAX_EPOCHS=200, PLATEAU_PATIENCE=100, EVAL_EVERY=10),
     "1-1b_train_actual_task": dict(EPOCHS=1, TRAIN_LIMIT=1_000, SECOND_TRAIN_LIMIT=1_000, SEEDS=(0,)),
     "1-2a_optimization_trajectory": dict(EPOCHS=3, SNAPSHOT_EVERY=1, TRAIN_LIMIT=1_000, SURFACE_GRID=7,
                                          SURFACE_EXAMPLES=500, FUNCTION_POINTS=128, FUNCTION_EPOCHS=60,
                                          FUNCTION_SNAPSHOT_EVERY=6),
-    "1-2c_minimal_ratio": dict(RUNS=10, TRAIN_EPOCHS=1_000, NEWTON_STEPS=15, SAMPLES=200),
     "1-2b_gradient_norm": dict(EPOCHS=2, TRAIN_LIMIT=1_000, FUNCTION_POINTS=128, FUNCTION_EPOCHS=100,
                                FUNCTION_EVAL_EVERY=10),
-    # 1-3a, 1-3b, 1-3c, 1-3d
+    "1-2c_minimal_ratio": dict(RUNS=10, TRAIN_EPOCHS=1_000, NEWTON_STEPS=15, SAMPLES=200),
     "1-3a_random_labels": dict(EPOCHS=3, TRAIN_LIMIT=1_000),
     "1-3b_params_vs_generalization": dict(EPOCHS=2, TRAIN_LIMIT=1_000, N_WIDTHS=12, SEEDS=(0,)),
     "1-3c_flatness_interpolation": dict(EPOCHS=2, LARGE_BATCH_EPOCHS=8, TRAIN_LIMIT=1_000, N_ALPHAS=13),
@@ -114,13 +53,6 @@ def profile() -> str:
     if _active_profile is not None:
         return _active_profile
     return _checked_profile(os.environ.get("HW1_PROFILE", "full"), "HW1_PROFILE")
-
-
-def profile_params(experiment: str) -> dict[str, Any]:
-    """The sizes of `experiment` (e.g. '1-1a') in the active profile, as a fresh dict."""
-    if experiment not in SIZES:
-        raise KeyError(f"unknown experiment {experiment!r}; known: {sorted(SIZES)}")
-    return dict(SIZES[experiment][profile()])
 
 
 def notebook_path(stem: str) -> Path:

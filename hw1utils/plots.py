@@ -208,3 +208,8 @@ def training_steps(history, title: str = "", window: int = 1) -> Figure:
     return step_curves(history.step_loss, history.step_grad_norm, history.steps_per_epoch, epochs=history.epoch,
                        epoch_loss=history.train_loss, epoch_grad_norm=history.extra["full_grad_norm"],
                        window=window, title=title)
+
+
+def formatted_table(table, formats: dict[str, str]):
+    """`table` with the named columns turned into strings by their format ("{:.3g}"), for a stable display."""
+    return table.apply(lambda column: column.map(formats[column.name].format) if column.name in formats else column)

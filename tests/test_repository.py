@@ -68,7 +68,8 @@ def test_committed_outputs_are_clean(path):
                 problems.append(f"cell {number}: widget output (progress bar) stored")
         for text in output_texts(cell):
             for pattern, what in ((ABSOLUTE_PATH, "absolute path"), (RANDOM_TABLE_ID, "random table id"),
-                                  (TIMING, "wall time"), (re.compile(r"Warning\b"), "warning")):
+                                  (TIMING, "wall time"), (re.compile(r"Warning\b"), "warning"),
+                                  (re.compile(r" at 0x[0-9a-f]+"), "memory address")):
                 if match := pattern.search(text):
                     start = max(0, match.start() - 40)
                     problems.append(f"cell {number}: {what}: ...{text[start:match.end() + 40]!r}")

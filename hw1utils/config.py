@@ -31,7 +31,7 @@ QUICK: dict[str, dict[str, Any]] = {
                                          FUNCTION_SNAPSHOT_EVERY=6),
     "1-2b_gradient_norm": dict(EPOCHS=2, TRAIN_LIMIT=1_000, FUNCTION_POINTS=128, FUNCTION_EPOCHS=100,
                                FUNCTION_EVAL_EVERY=10),
-    "1-2c_minimal_ratio": dict(RUNS=10, TRAIN_EPOCHS=1_000, NEWTON_STEPS=15, SAMPLES=200),
+    "1-2c_minimal_ratio": dict(RUNS=10, START_EPOCHS=(10, 300), NEWTON_STEPS=30, SAMPLES=200, BOOTSTRAP=200),
     "1-3a_random_labels": dict(EPOCHS=3, TRAIN_LIMIT=1_000),
     "1-3b_params_vs_generalization": dict(EPOCHS=2, TRAIN_LIMIT=1_000, N_WIDTHS=12, SEEDS=(0,)),
     "1-3c_flatness_interpolation": dict(EPOCHS=2, LARGE_BATCH_EPOCHS=8, TRAIN_LIMIT=1_000, N_ALPHAS=13),

@@ -152,6 +152,53 @@ def loss_contours(a_grid: np.ndarray, b_grid: np.ndarray, losses: np.ndarray,
     return fig
 
 
+def trajectory_views(views: Mapping[str, tuple[np.ndarray, Sequence[float]]], run: np.ndarray,
+                     metrics: Mapping[str, tuple[np.ndarray, bool]], title: str = "") -> Figure:
+    """A grid of trajectory_scatter panels: one column per PCA view (name -> (coords, explained ratio)),
+    one row per colouring metric (label -> (values, log scale))."""
+    fig, grid = plt.subplots(len(metrics), len(views), figsize=(6.6 * len(views), 5 * len(metrics)),
+                             layout="constrained", squeeze=False)
+    for row, (label, (values, log)) in zip(grid, metrics.items(), strict=True):
+        for ax, (view, (coords, ratio)) in zip(row, views.items(), strict=True):
+            trajectory_scatter(np.asarray(coords), run, values, ax=ax, value_label=label, log_color=log,
+                               xlabel=f"PC 1 ({float(ratio[0]):.1%} of variance)",
+                               ylabel=f"PC 2 ({float(ratio[1]):.1%} of variance)", title=f"{view}: {label}")
+    fig.suptitle(title)
+    return fig
+
+
+def surface_pair(pca, random, ratio: Sequence[float], label: str = "run", title: str = "") -> Figure:
+    """Contours of two PlaneSurfaces side by side, the PCA plane (left) and the random plane, the path on each."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), layout="constrained")
+    loss_contours(pca.a_grid, pca.b_grid, pca.losses, paths={label: pca.path}, ax=left,
+                  xlabel=f"PC 1 of {label} ({float(ratio[0]):.1%} of its variance)",
+                  ylabel=f"PC 2 ({float(ratio[1]):.1%})", title="PCA plane of the trajectory (centre: final weights)")
+    loss_contours(random.a_grid, random.b_grid, random.losses, paths={label: random.path}, ax=right,
+                  xlabel="filter-normalised direction 1", ylabel="filter-normalised direction 2",
+                  title="random plane (centre: final weights)")
+    fig.suptitle(title)
+    return fig
+
+
+def loss_cuts(cuts: Mapping[str, np.ndarray], ylabel: str = "loss", title: str = "") -> Figure:
+    """Train and test loss along the random direction (left) and the initial -> final line (right), log y."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    for ax, key, xlabel in ((left, "random", "alpha along filter-normalised direction 1 (0 = final weights)"),
+                            (right, "line", "alpha: (1 - alpha) initial + alpha final weights")):
+        for split, style in (("train", "-"), ("test", "--")):
+            if f"{key}_{split}" in cuts:
+                ax.plot(cuts[f"{key}_alpha"], cuts[f"{key}_{split}"], style, marker=".", label=f"{split} loss")
+        ax.set(yscale="log", xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for alpha, name in ((0, "initial"), (1, "final")):
+        right.axvline(alpha, color="grey", linewidth=0.8)
+        right.annotate(f"{name} weights", (alpha, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                       fontsize=8, color="grey", xytext=(3, 0), textcoords="offset points")
+    fig.suptitle(title)
+    return fig
+
+
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     """Centred mean over `window` neighbours (fewer at the ends), the same length as `values`."""
     if window < 1:
@@ -213,3 +260,65 @@ def training_steps(history, title: str = "", window: int = 1) -> Figure:
 def formatted_table(table, formats: dict[str, str]):
     """`table` with the named columns turned into strings by their format ("{:.3g}"), for a stable display."""
     return table.apply(lambda column: column.map(formats[column.name].format) if column.name in formats else column)
+
+
+KIND_STYLES = {"minimum": dict(color="tab:blue", marker="o"), "saddle": dict(color="tab:red", marker="^")}
+STALLED_STYLE = dict(color="0.6", marker="x")  # every stalled run, whatever its cause (1-2c)
+
+
+def minimal_ratio_panels(runs, criterion: float, title: str = "") -> Figure:
+    """Both minimal ratios (Hessian, sampled) against the loss: minima, saddles, stalled runs grey (1-2c)."""
+    fig, axs = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, layout="constrained")
+    for ax, column, name in ((axs[0], "ratio_hessian", "Hessian: fraction of eigenvalues > tol"),
+                             (axs[1], "ratio_sampled", "sampled: fraction of nearby points with higher loss")):
+        for kind, group in runs.groupby("kind"):
+            style = KIND_STYLES.get(kind, STALLED_STYLE)
+            label = kind if kind in KIND_STYLES else f"stalled, not critical ({kind.split(': ')[-1]})"
+            ax.scatter(group["loss"], group[column], s=36, alpha=0.5, label=f"{label} ({len(group)})", **style)
+        ax.set(xscale="log", xlabel="training loss (MSE) at the final point", ylabel="minimal ratio", title=name)
+        ax.grid(alpha=0.3)
+    axs[0].legend(fontsize="small", title=f"critical: $\\|\\nabla L\\|$ < {criterion:g}", title_fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def final_grad_norms(runs, history: Mapping[int, Sequence[float]], criterion: float, floor: float = 1e-20) -> Figure:
+    """Histogram of the final gradient norms per start epoch (log x, exact zeros at floor), and phase 2 per step."""
+    fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    bins = np.arange(np.log10(floor), 1.01, 0.5)
+    for (epochs, group), color in zip(runs.groupby("start_epochs"), ("tab:purple", "tab:green", "tab:orange")):
+        ax.hist(np.log10(np.clip(group["grad_norm"], floor, None)), bins=bins, alpha=0.6, color=color,
+                label=f"phase 2 after {epochs} Adam epochs ({len(group)} runs)")
+        ax_steps.semilogy(history[epochs], color=color, marker=".", label=f"after {epochs} Adam epochs")
+    for axis in (ax, ax_steps):
+        axis.grid(alpha=0.3)
+    ax.axvline(np.log10(criterion), color="k", ls="--", lw=1, label=f"criterion {criterion:g}")
+    ax.set(xlabel=f"$\\log_{{10}} \\|\\nabla L\\|$ at the end (exact zeros drawn at {np.log10(floor):.0f})",
+           ylabel="runs", title="Final gradient norms")
+    ax_steps.axhline(criterion, color="k", ls="--", lw=1)
+    ax_steps.set(xlabel="Levenberg-Marquardt step", ylabel="median $\\|\\nabla L\\|$ over the runs",
+                 title="Phase 2: median gradient norm per step")
+    ax.legend(fontsize="small")
+    ax_steps.legend(fontsize="small")
+    return fig
+
+
+def spectrum_and_tolerance(relative: np.ndarray, sweep, rel_tol: float, gap: tuple[float, float],
+                           floor: float = 1e-20) -> Figure:
+    """Pooled |lambda|/max|lambda| with the spectral gap, and saddles / median ratio against the tolerance (1-2c)."""
+    fig, (ax, ax_tol) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    ax.hist(np.log10(np.clip(relative.ravel(), floor, None)), bins=np.arange(np.log10(floor), 0.51, 0.5), color="0.4")
+    ax_tol.plot(np.log10(sweep["rel_tol"]), sweep["saddles"], color="tab:red", marker=".", label="saddles")
+    ratio_axis = ax_tol.twinx()
+    ratio_axis.plot(np.log10(sweep["rel_tol"]), sweep["median_ratio"], color="tab:blue", marker=".")
+    ratio_axis.set_ylabel("median Hessian minimal ratio", color="tab:blue")
+    for axis in (ax, ax_tol):
+        axis.axvspan(*np.log10(gap), color="tab:green", alpha=0.15, label="widest gap of the spectra")
+        axis.axvline(np.log10(rel_tol), color="k", ls="--", lw=1, label=f"tol = {rel_tol:g} max|$\\lambda$|")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    ax.set(xlabel=f"$\\log_{{10}}(|\\lambda| / \\max|\\lambda|)$ (exact zeros at {np.log10(floor):.0f})",
+           ylabel="eigenvalues (all critical runs)", title="Hessian eigenvalue magnitudes")
+    ax_tol.set(xlabel="$\\log_{10}$(relative tolerance)", ylabel="critical runs with an eigenvalue < -tol",
+               title="The count of saddles against the tolerance")
+    return fig

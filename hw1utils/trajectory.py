@@ -1,5 +1,6 @@
 """Weight trajectories of training runs: snapshots stacked with their metrics, per-layer slices of the flat
-weight vector, their top-2 PCA, and the PCA plane through one run with the loss surface on it (Li et al. 2018)."""
+weight vector, their top-2 PCA (per layer and whole model, compared by Procrustes disparity), distances moved,
+and the PCA and random planes through one run with the loss surface and 1-D cuts on them (Li et al. 2018)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from hw1utils.landscape import Span, loss_surface
+from hw1utils.landscape import Span, filter_normalized_direction, loss_line, loss_surface
 from hw1utils.train import History
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -167,3 +169,198 @@ def surface_with_path(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tens
     a_grid, b_grid, losses = loss_surface(model, loss_fn, x, y, d1, d2, span=span, steps=steps, center=center,
                                           batch_size=batch_size)
     return PlaneSurface(a_grid, b_grid, losses, path)
+
+
+# ---------------------------------------------------------------- the notebook's views, distances and error surfaces
+
+
+PCA = tuple[Tensor, Tensor, Tensor, Tensor]  # coords, components, explained-variance ratio, mean (see pca_2d)
+
+
+def pca_views(traj: Trajectories, template: nn.Module, layer: str) -> dict[str, PCA]:
+    """Joint PCA of all runs' snapshots: of one parameter's slice ("layer <name>") and of all ("whole model")."""
+    cut = parameter_slices(template).get(layer)
+    if cut is None:
+        raise ValueError(f"no trainable parameter {layer!r}; the model has {', '.join(parameter_slices(template))}")
+    return {f"layer {layer}": pca_2d(traj.weights[:, cut]), "whole model": pca_2d(traj.weights)}
+
+
+def procrustes_disparity(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Residual of the best similarity map (shift, rotation or reflection, scale) of b onto a, both (N, k).
+
+    Both are centred and scaled to unit Frobenius norm first, as in scipy.spatial.procrustes: 0 means
+    the same picture up to that map, 1 means nothing in common.
+    """
+    x, y = (torch.as_tensor(m, dtype=torch.float64) for m in (a, b))
+    if x.shape != y.shape or x.dim() != 2:
+        raise ValueError(f"need two (N, k) arrays of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = (m - m.mean(0) for m in (x, y))
+    x, y = (m / m.norm() for m in (x, y))
+    return max(0.0, float(1 - torch.linalg.svdvals(x.T @ y).sum() ** 2))  # >= 0 up to rounding
+
+
+def within_run_share(weights: Tensor, run: np.ndarray) -> float:
+    """Share of the snapshots' total variance that lies within runs (around each run's mean), not between them."""
+    data = torch.as_tensor(weights, dtype=torch.float64)
+    total = (data - data.mean(0)).square().sum()
+    within = sum((data[run == r] - data[run == r].mean(0)).square().sum() for r in np.unique(run))
+    return float(within / total)
+
+
+LAYER_COLUMNS = {  # layer_rows key -> column label of the notebook's table, and its format
+    "shape": ("shape", "{}"), "parameters": ("parameters", "{:,}"), "share": ("share of parameters", "{:.1%}"),
+    "pc1": ("PC 1", "{:.1%}"), "pc2": ("PC 2", "{:.1%}"), "pc12": ("PC 1 + PC 2", "{:.1%}"),
+    "within_run": ("variance within runs", "{:.1%}"), "disparity": ("disparity to whole model", "{:.2f}"),
+}
+
+
+def layer_rows(traj: Trajectories, template: nn.Module) -> dict[str, dict[str, float | int | str]]:
+    """Per weight matrix (name with "_" for ".") and for the whole model ("whole_model"): its size and share
+    of the parameters, the joint PCA's explained variance, the variance within runs, and the Procrustes
+    disparity of its 2-D picture to the whole model's."""
+    whole = pca_2d(traj.weights)[0]
+    slices = {name: cut for name, cut in parameter_slices(template).items() if template.get_parameter(name).dim() > 1}
+    rows = {}
+    for name, cut in [*slices.items(), ("whole_model", slice(None))]:
+        weights = traj.weights[:, cut]
+        coords, _, ratio, _ = pca_2d(weights)
+        shape = "x".join(map(str, template.get_parameter(name).shape)) if name in slices else "all"
+        rows[name.replace(".", "_")] = {
+            "shape": shape, "parameters": weights.shape[1], "share": weights.shape[1] / traj.weights.shape[1],
+            "pc1": float(ratio[0]), "pc2": float(ratio[1]), "pc12": float(ratio.sum()),
+            "within_run": within_run_share(weights, traj.run), "disparity": procrustes_disparity(whole, coords)}
+    return rows
+
+
+def layer_table(rows: dict[str, dict]) -> pd.DataFrame:
+    """layer_rows as a table of formatted strings, one labelled column per number."""
+    table = pd.DataFrame(rows).T[list(LAYER_COLUMNS)]
+    table = table.apply(lambda column: column.map(LAYER_COLUMNS[column.name][1].format))
+    table.index = [name.replace("_", " " if name == "whole_model" else ".", 1) for name in table.index]
+    return table.rename(columns={key: label for key, (label, _) in LAYER_COLUMNS.items()})
+
+
+def movement_summary(traj: Trajectories) -> dict[str, float]:
+    """Training loss at the ends, and weight-space distances (means over runs): travelled, path length,
+    runs apart at start and end, distance moved in the first and last collection periods."""
+    runs = sorted(set(traj.run.tolist()))
+    paths = [traj.weights[traj.of_run(r)].double() for r in runs]
+    steps = [(p[1:] - p[:-1]).norm(dim=1) for p in paths]
+    travelled = [float((p[-1] - p[0]).norm()) for p in paths]
+    lengths = [float(s.sum()) for s in steps]
+    first, last = (np.array([traj.metrics["train_loss"][traj.of_run(r)][i] for r in runs]) for i in (0, -1))
+    return {"median_first_loss": float(np.median(first)), "median_last_loss": float(np.median(last)),
+            "max_loss_ratio": float((last / first).max()),
+            "mean_init_to_final": float(np.mean(travelled)), "mean_path_length": float(np.mean(lengths)),
+            "min_straightness": float(min(t / length for t, length in zip(travelled, lengths, strict=True))),
+            "mean_distance_between_inits": torch.pdist(torch.stack([p[0] for p in paths])).mean().item(),
+            "mean_distance_between_finals": torch.pdist(torch.stack([p[-1] for p in paths])).mean().item(),
+            "mean_first_step": float(np.mean([s[0].item() for s in steps])),
+            "mean_last_step": float(np.mean([s[-1].item() for s in steps]))}
+
+
+MOVEMENT_ROWS = {  # movement_summary key -> row label of the notebook's table
+    "median_first_loss": "training loss, first snapshot (median over runs)",
+    "median_last_loss": "training loss, last snapshot (median over runs)",
+    "max_loss_ratio": "last / first training loss, largest over runs",
+    "mean_init_to_final": "distance initial -> final weights", "mean_path_length": "length of the path",
+    "min_straightness": "distance / path length, smallest over runs",
+    "mean_distance_between_inits": "distance between two runs' initial weights",
+    "mean_distance_between_finals": "distance between two runs' final weights",
+    "mean_first_step": "distance moved in the first collection period",
+    "mean_last_step": "distance moved in the last collection period",
+}
+
+
+def summary_table(summaries: dict[str, dict[str, float]], rows: dict[str, str]) -> pd.DataFrame:
+    """Summaries of several tasks side by side, one labelled row per key of `rows`, formatted .3g."""
+    return pd.DataFrame(summaries).loc[list(rows)].rename(index=rows).map(lambda v: f"{v:.3g}")
+
+
+@dataclass(frozen=True)
+class ErrorSurfaces:
+    """The loss around one run's final weights on its PCA plane and on a filter-normalised random plane."""
+
+    ratio: Tensor  # (2,) share of the run's snapshot variance along its two PCA directions
+    pca: PlaneSurface  # on the PCA plane of the run's own snapshots (unit directions)
+    random: PlaneSurface  # on two filter-normalised random directions, span [-1, 1]
+    random_direction: Tensor  # (P,) the first random direction (for 1-D cuts)
+
+
+def error_surfaces(model: nn.Module, snapshots: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
+                   y: Tensor, steps: int, direction_seeds: tuple[int, int]) -> ErrorSurfaces:
+    """Li et al. (2018)'s two planes through the last of one run's (T, P) snapshots, with its path on each."""
+    center, d1, d2, ratio = trajectory_plane(snapshots)
+    r1, r2 = (filter_normalized_direction(model, seed).to(center) for seed in direction_seeds)
+    pca = surface_with_path(model, loss_fn, x, y, snapshots, center, d1, d2, steps=steps)
+    random = surface_with_path(model, loss_fn, x, y, snapshots, center, r1, r2, steps=steps, span=(-1.0, 1.0))
+    return ErrorSurfaces(ratio, pca, random, r1)
+
+
+def loss_cuts(model: nn.Module, snapshots: Tensor, direction: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor],
+              splits: dict[str, tuple[Tensor, Tensor]], random_alphas: np.ndarray,
+              line_alphas: np.ndarray) -> dict[str, np.ndarray]:
+    """Loss per split along `direction` through the final snapshot, and on the line initial (0) -> final (1)."""
+    init, final = (snapshots[i].to(torch.float64) for i in (0, -1))
+    cuts = {"random_alpha": np.asarray(random_alphas), "line_alpha": np.asarray(line_alphas)}
+    for split, (x, y) in splits.items():
+        cuts[f"random_{split}"] = loss_line(model, loss_fn, x, y, direction, random_alphas, center=final)
+        cuts[f"line_{split}"] = loss_line(model, loss_fn, x, y, final - init, line_alphas, center=init)
+    return cuts
+
+
+def _at(alphas: np.ndarray, values: np.ndarray, alpha: float) -> float:
+    """The value at the grid point alpha (ValueError when alpha is not on the grid)."""
+    hit = np.flatnonzero(np.isclose(alphas, alpha))
+    if len(hit) != 1:
+        raise ValueError(f"alpha = {alpha} is not a point of the cut; put it on the grid")
+    return float(values[hit[0]])
+
+
+def surface_summary(surfaces: ErrorSurfaces) -> dict[str, float]:
+    """What the surfaces' text quotes: path extents, in-plane variance, centre and extreme losses."""
+    pca, random = surfaces.pca, surfaces.random
+    centre = tuple(s // 2 for s in random.losses.shape)  # (0, 0) of the odd grid over [-1, 1]
+    lowest = np.unravel_index(np.argmin(pca.losses), pca.losses.shape)
+    return {"in_plane_variance": float(surfaces.ratio.sum()),
+            "path_extent_pca": float(np.ptp(pca.path, axis=0).max()),
+            "path_extent_random": float(np.ptp(random.path, axis=0).max()),
+            "pca_min_loss": float(pca.losses.min()), "pca_max_loss": float(pca.losses.max()),
+            "pca_min_distance_to_final": float(np.hypot(pca.a_grid[lowest], pca.b_grid[lowest])),
+            "final_loss": float(random.losses[centre]), "random_max_loss": float(random.losses.max()),
+            "random_min_loss": float(random.losses.min())}
+
+
+def cut_summary(cuts: dict[str, np.ndarray]) -> dict[str, float]:
+    """What the 1-D cuts' text quotes: the line's ends and minima (train, test) and the random cut's extremes."""
+    alphas, train, test = cuts["line_alpha"], cuts["line_train"], cuts["line_test"]
+    between, beyond = (alphas >= 0) & (alphas <= 1), alphas > 1
+    return {"line_init": _at(alphas, train, 0), "line_final": _at(alphas, train, 1),
+            "line_largest_rise_between": float(np.diff(train[between]).max()),
+            "line_min_beyond": float(train[beyond].min()),
+            "line_alpha_min_beyond": float(alphas[beyond][train[beyond].argmin()]),
+            "line_test_final": _at(alphas, test, 1), "line_test_min": float(test.min()),
+            "line_alpha_test_min": float(alphas[test.argmin()]),
+            "random_alpha_train_min": float(cuts["random_alpha"][cuts["random_train"].argmin()]),
+            "random_train_max": float(cuts["random_train"].max()), "random_test_max": float(cuts["random_test"].max())}
+
+
+SURFACE_ROWS = {  # surface_summary key -> row label of the notebook's table
+    "in_plane_variance": "share of the run's snapshot variance in its PCA plane",
+    "path_extent_pca": "path's widest extent on the PCA plane",
+    "path_extent_random": "path's widest extent on the random plane",
+    "final_loss": "training loss at the final weights (centre)",
+    "pca_min_loss": "lowest loss on the PCA grid", "pca_min_distance_to_final": "its distance from the final weights",
+    "random_min_loss": "lowest loss on the random grid", "random_max_loss": "highest loss on the random grid",
+}
+CUT_ROWS = {  # cut_summary key -> row label of the notebook's table
+    "line_init": "line: training loss at alpha = 0 (initial weights)",
+    "line_final": "line: training loss at alpha = 1 (final weights)",
+    "line_largest_rise_between": "line: largest rise between neighbouring points, 0 <= alpha <= 1",
+    "line_min_beyond": "line: lowest training loss beyond alpha = 1",
+    "line_alpha_min_beyond": "line: its alpha", "line_test_final": "line: test loss at alpha = 1",
+    "line_test_min": "line: lowest test loss", "line_alpha_test_min": "line: its alpha",
+    "random_alpha_train_min": "random direction: alpha of the lowest training loss",
+    "random_train_max": "random direction: highest training loss",
+    "random_test_max": "random direction: highest test loss",
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers_curvature import F64, _autograd_gradient, _float64_copy, _tanh_net
@@ -54,6 +55,52 @@ def test_minimize_grad_norm_converges_to_a_saddle_too():
     assert torch.allclose(info.loss_after, (x**2).mean().expand(4))
     eigenvalues = cv.stacked_hessian_eigenvalues(model, nn.MSELoss(), out, x, x)
     assert all(cv.minimal_ratio(e, cv.relative_tol(e, 1e-6)) == 0.5 for e in eigenvalues)
+
+
+def _bilinear_saddle() -> tuple[nn.Module, torch.Tensor]:
+    """f(x) = w2 * w1 * x fitted to y = x: a non-degenerate saddle at w = 0 (Hessian eigenvalues +-2 mean x^2)."""
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)).double()
+    return model, torch.linspace(-1, 1, 21, dtype=F64).unsqueeze(1)
+
+
+@pytest.mark.parametrize("start", [(0.05, -0.03), (0.1, 0.07), (-0.08, -0.02)])
+def test_minimize_grad_norm_converges_quadratically_to_a_non_degenerate_saddle(start):
+    model, x = _bilinear_saddle()
+    eigenvalues = cv.stacked_hessian_eigenvalues(model, nn.MSELoss(), torch.zeros(1, 2, dtype=F64), x, x)[0]
+    assert torch.allclose(eigenvalues, 2 * (x**2).mean() * torch.tensor([-1.0, 1.0], dtype=F64))  # non-degenerate
+    flats = torch.tensor([start], dtype=F64)
+    out, info = cp.minimize_grad_norm(model, nn.MSELoss(), flats, x, x, steps=3, gtol=0.0)
+    norms = info.median_grad_norm  # one member: its own gradient norm, at the start and after each step
+    assert len(norms) == 4 and norms[0] > 1e-2
+    for before, after in zip(norms[:-1], norms[1:]):
+        assert after <= before**2  # quadratic (or faster): the number of correct digits at least doubles
+    assert norms[-1] < 1e-20 and out.abs().max() < 1e-15
+
+
+def test_minimize_grad_norm_never_changes_the_callers_model_or_weights():
+    model, x = _bilinear_saddle()
+    with torch.no_grad():
+        model[0].weight.fill_(0.3)
+        model[1].weight.fill_(-0.2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    flats = torch.tensor([[0.05, -0.03], [0.9, 1.1]], dtype=F64)
+    kept = flats.clone()
+    out, _ = cp.minimize_grad_norm(model, nn.MSELoss(), flats, x, x, steps=5)
+    assert torch.equal(flats, kept) and not torch.equal(out, kept)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_a_run_that_does_not_reach_the_criterion_is_reported_as_stalled():
+    """One LM step from far away leaves the gradient above 1e-8: classified as stalled, never critical."""
+    from hw1utils import minimal_ratio_study as study
+
+    model, x = _bilinear_saddle()
+    flats = torch.tensor([[0.05, -0.03], [3.0, -2.0]], dtype=F64)
+    _, info = cp.minimize_grad_norm(model, nn.MSELoss(), flats, x, x, steps=1)
+    norms = info.grad_norm_after.numpy()
+    assert norms[1] > 1e-8
+    kinds = study.classify(norms, np.zeros(2), np.full(2, np.inf), criterion=1e-8, pin_gap=1e-6)
+    assert kinds[1] == study.FLAT and kinds[1] not in ("minimum", "saddle")
 
 
 def test_minimize_grad_norm_rejects_bad_input():

@@ -43,3 +43,25 @@ def test_trajectory_scatter_and_loss_contours_draw_one_line_per_run_or_path():
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "run 0" in labels and "centre" in labels
     plt.close(fig)
+
+
+def test_trajectory_views_surface_pair_and_loss_cuts_draw_every_panel():
+    coords, run = np.arange(12, dtype=float).reshape(6, 2), np.array([0, 0, 0, 1, 1, 1])
+    views = {"layer": (coords, [0.5, 0.2]), "whole model": (-coords, [0.4, 0.3])}
+    metrics = {"loss": (np.linspace(1, 0.1, 6), True), "acc": (np.linspace(0, 1, 6), False)}
+    fig = plots.trajectory_views(views, run, metrics)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in panels] == ["layer: loss", "whole model: loss", "layer: acc", "whole model: acc"]
+    assert panels[1].get_xlabel() == "PC 1 (40.0% of variance)"
+    plt.close(fig)
+    a, b = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), indexing="ij")
+    surface = type("Surface", (), {"a_grid": a, "b_grid": b, "losses": 1 + a**2 + b**2, "path": coords[:3] / 10})
+    fig = plots.surface_pair(surface, surface, [0.8, 0.1], label="run 0")
+    assert sum("run 0" in [line.get_label() for line in ax.get_lines()] for ax in fig.axes) == 2
+    plt.close(fig)
+    alphas = np.linspace(-1, 1, 5)
+    cuts = {"random_alpha": alphas, "line_alpha": alphas, **{f"{k}_{s}": 1 + alphas**2 for k in ("random", "line")
+                                                              for s in ("train", "test")}}
+    fig = plots.loss_cuts(cuts)
+    assert [len(ax.get_lines()) for ax in fig.axes] == [2, 4]  # the right panel adds the alpha = 0, 1 markers
+    plt.close(fig)

@@ -144,3 +144,102 @@ def test_surface_with_path_recovers_in_plane_snapshots_and_matches_a_hand_evalua
         expected = ((moved(x) - y) ** 2).mean().item()
     assert surface.losses[i, j] == pytest.approx(expected, rel=1e-10)
     torch.testing.assert_close(parameters_to_vector(net.parameters()), center)  # the model is unchanged
+
+
+# ------------------------------------------------------------------ the notebook's views, distances and surfaces
+
+
+def _trajectories(weights: np.ndarray, run: list[int]) -> trajectory.Trajectories:
+    """Trajectories of given (rows, P) weights, epochs counted per run, training loss 1 / (1 + epoch)."""
+    run = np.array(run)
+    epoch = np.concatenate([np.arange((run == r).sum()) for r in dict.fromkeys(run.tolist())])
+    metrics = {name: 1.0 / (1.0 + epoch) for name in trajectory.METRICS}
+    return trajectory.Trajectories(torch.as_tensor(weights, dtype=torch.float32), run, epoch, metrics)
+
+
+def test_procrustes_disparity_matches_scipy_and_ignores_similarity_maps():
+    scipy_spatial = pytest.importorskip("scipy.spatial")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(10, 2)), rng.normal(size=(10, 2))
+    assert trajectory.procrustes_disparity(a, b) == pytest.approx(scipy_spatial.procrustes(a, b)[2], rel=1e-10)
+    turn = np.array([[0.6, -0.8], [0.8, 0.6]]) @ np.diag([1, -1])  # a rotation and a reflection
+    assert trajectory.procrustes_disparity(a, 3.0 * a @ turn + 5.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="same shape"):
+        trajectory.procrustes_disparity(a, b[:5])
+
+
+def test_within_run_share_is_zero_for_fixed_runs_and_one_for_runs_with_one_mean():
+    still = _trajectories(np.repeat(np.eye(3), 4, axis=0), [0] * 4 + [1] * 4 + [2] * 4)
+    assert trajectory.within_run_share(still.weights, still.run) == pytest.approx(0.0, abs=1e-12)
+    two = torch.tensor([[0.0], [2.0], [10.0], [12.0]])  # run means 1 and 11, overall mean 6
+    assert trajectory.within_run_share(two, np.array([0, 0, 1, 1])) == pytest.approx(4 / 104)
+
+
+def test_pca_views_and_layer_rows_cut_the_named_layer_and_compare_it_with_the_whole_model():
+    torch.manual_seed(0)
+    net = mlp(6, [3, 2], 2)
+    params = sum(p.numel() for p in net.parameters())
+    traj = _trajectories(np.random.default_rng(2).normal(size=(8, params)), [0] * 4 + [1] * 4)
+    views = trajectory.pca_views(traj, net, "3.weight")
+    assert list(views) == ["layer 3.weight", "whole model"]
+    cut = trajectory.parameter_slices(net)["3.weight"]
+    torch.testing.assert_close(views["layer 3.weight"][0], trajectory.pca_2d(traj.weights[:, cut])[0])
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        trajectory.pca_views(traj, net, "9.weight")
+    rows = trajectory.layer_rows(traj, net)
+    assert list(rows) == ["1_weight", "3_weight", "5_weight", "whole_model"]
+    assert rows["3_weight"]["shape"] == "2x3" and rows["3_weight"]["parameters"] == 6
+    assert rows["3_weight"]["share"] == pytest.approx(6 / params)
+    assert rows["whole_model"]["share"] == 1 and rows["whole_model"]["disparity"] == pytest.approx(0, abs=1e-12)
+    assert rows["3_weight"]["pc12"] == pytest.approx(float(views["layer 3.weight"][2].sum()))
+    table = trajectory.layer_table(rows)
+    assert list(table.index) == ["1.weight", "3.weight", "5.weight", "whole model"]
+    assert table.loc["3.weight", "share of parameters"] == f"{6 / params:.1%}"
+
+
+def test_movement_summary_of_two_straight_paths():
+    # run 0 walks 0 -> 1 -> 3 along e1, run 1 walks 10 e2 -> 10 e2 + 2 e1 in two equal steps
+    path0 = np.array([[0, 0], [1, 0], [3, 0]], dtype=float)
+    path1 = np.array([[0, 10], [1, 10], [2, 10]], dtype=float)
+    traj = _trajectories(np.concatenate([path0, path1]), [0, 0, 0, 1, 1, 1])
+    moves = trajectory.movement_summary(traj)
+    assert moves["mean_init_to_final"] == pytest.approx(2.5) and moves["mean_path_length"] == pytest.approx(2.5)
+    assert moves["min_straightness"] == pytest.approx(1.0)
+    assert moves["mean_distance_between_inits"] == pytest.approx(10.0)
+    assert moves["mean_distance_between_finals"] == pytest.approx(np.hypot(1, 10))
+    assert moves["mean_first_step"] == pytest.approx(1.0) and moves["mean_last_step"] == pytest.approx(1.5)
+    assert moves["median_first_loss"] == 1.0 and moves["max_loss_ratio"] == pytest.approx(1 / 3)
+    table = trajectory.summary_table({"task": moves}, trajectory.MOVEMENT_ROWS)
+    assert table.loc[trajectory.MOVEMENT_ROWS["mean_path_length"], "task"] == "2.5"
+
+
+def test_error_surfaces_and_cuts_are_centred_on_the_final_snapshot_and_leave_the_model_alone():
+    torch.manual_seed(0)
+    net = mlp(2, [4], 1).double()
+    x, y = torch.randn(30, 2, dtype=torch.float64), torch.randn(30, 1, dtype=torch.float64)
+    final = parameters_to_vector(net.parameters()).detach().clone()
+    generator = torch.Generator().manual_seed(3)
+    snapshots = final + torch.randn(5, final.numel(), generator=generator, dtype=torch.float64).cumsum(0).flip(0)
+    snapshots[-1] = final
+    loss_fn = torch.nn.functional.mse_loss
+    with torch.no_grad():
+        final_loss = loss_fn(net(x), y).item()
+    surfaces = trajectory.error_surfaces(net, snapshots, loss_fn, x, y, steps=5, direction_seeds=(1, 2))
+    summary = trajectory.surface_summary(surfaces)
+    assert summary["final_loss"] == pytest.approx(final_loss, rel=1e-10)
+    np.testing.assert_allclose(surfaces.pca.path[-1], [0, 0], atol=1e-10)
+    np.testing.assert_allclose(surfaces.random.path[-1], [0, 0], atol=1e-10)
+    assert summary["random_min_loss"] <= final_loss <= summary["random_max_loss"]
+    cuts = trajectory.loss_cuts(net, snapshots, surfaces.random_direction, loss_fn, {"train": (x, y), "test": (x, y)},
+                                np.linspace(-1, 1, 5), np.linspace(-0.5, 1.5, 5))
+    moved = mlp(2, [4], 1).double()
+    vector_to_parameters(snapshots[0], moved.parameters())
+    with torch.no_grad():
+        init_loss = loss_fn(moved(x), y).item()
+    line = trajectory.cut_summary(cuts)
+    assert line["line_init"] == pytest.approx(init_loss, rel=1e-10)
+    assert line["line_final"] == pytest.approx(final_loss, rel=1e-10)
+    assert cuts["random_train"][2] == pytest.approx(final_loss, rel=1e-10)
+    torch.testing.assert_close(parameters_to_vector(net.parameters()), final)  # the model is unchanged
+    with pytest.raises(ValueError, match="not a point of the cut"):
+        trajectory.cut_summary({**cuts, "line_alpha": np.linspace(-0.4, 1.4, 5)})

@@ -1,0 +1,50 @@
+"""Tests of hw1utils.minimal_ratio_study: run classes, kink gaps, eigenvalue counts, spectral gap, correlations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hw1utils import minimal_ratio_study as study
+from hw1utils import weight_vector as wv
+
+
+def test_stage_seeds_splits_the_runs_evenly():
+    assert study.stage_seeds((10, 3000), 6) == {10: [0, 1, 2], 3000: [3, 4, 5]}
+    with pytest.raises(ValueError, match="split evenly"):
+        study.stage_seeds((10, 300, 3000), 10)
+
+
+def test_classify_never_counts_a_run_above_the_criterion_as_critical():
+    kinds = study.classify(np.array([1e-12, 1e-12, 1e-3, 1e-3]), np.array([0, 2, 0, 0]),
+                           np.array([1.0, 1.0, 0.0, 1.0]), criterion=1e-8, pin_gap=1e-6)
+    assert list(kinds) == ["minimum", "saddle", study.PINNED, study.FLAT]
+
+
+def test_relu_gap_is_the_smallest_pre_activation_of_any_relu_unit():
+    model = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
+    flat = torch.tensor([1.0, 2.0, -0.5, 0.25, 1.0, 1.0, 0.1, 3.0, 0.0])  # w1, b1, w2, b2, w3, b3
+    x, before = torch.tensor([[0.5], [1.0]]), wv.flat_params(model).clone()
+    # layer 1: (x - 0.5, 2x + 0.25) -> min |.| = 0 at x = 0.5; layer 2 pre-activation positive
+    assert study.relu_gap(model, flat, x) == 0.0
+    assert study.relu_gap(model, flat, x + 0.25) == pytest.approx(0.25)
+    assert torch.equal(wv.flat_params(model), before)  # the model is untouched
+
+
+def test_eigen_counts_and_the_spectral_gap():
+    eigenvalues = torch.tensor([[-1.0, 1e-15, 2.0], [1e-17, 0.5, 1.0]], dtype=torch.float64)
+    counts = study.eigen_counts(eigenvalues, 1e-10)
+    assert counts.to_dict("list") == {"n_positive": [1, 2], "n_negative": [1, 0], "n_flat": [1, 1]}
+    low, high = study.spectral_gap(study.relative_magnitudes(eigenvalues))
+    assert low == pytest.approx(5e-16) and high == pytest.approx(0.5)
+    sweep = study.tolerance_sweep(eigenvalues, [1e-18, 1e-10])
+    assert list(sweep["saddles"]) == [1, 1] and sweep["median_ratio"].iloc[1] == pytest.approx(0.5)
+
+
+def test_rank_correlation_interval_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=60)
+    out = study.rank_correlation(a, a + 0.5 * rng.normal(size=60), resamples=300, seed=0)
+    assert 0 < out["low"] <= out["rho"] <= out["high"] <= 1

@@ -48,11 +48,14 @@ def _checked_profile(name: Any, where: str) -> str:
     return name.strip().lower()
 
 
+def _env_profile() -> str:
+    """The profile HW1_PROFILE names (default 'full')."""
+    return _checked_profile(os.environ.get("HW1_PROFILE", "full"), "HW1_PROFILE")
+
+
 def profile() -> str:
     """The active run profile: the running notebook's PROFILE, else HW1_PROFILE (default 'full')."""
-    if _active_profile is not None:
-        return _active_profile
-    return _checked_profile(os.environ.get("HW1_PROFILE", "full"), "HW1_PROFILE")
+    return _env_profile() if _active_profile is None else _active_profile
 
 
 def notebook_path(stem: str) -> Path:
@@ -134,8 +137,7 @@ def apply_parameters(stem: str, namespace: MutableMapping[str, Any]) -> dict[str
         if isinstance(default, tuple):
             namespace[name] = tuple(namespace[name])
     explicit = {name for name in defaults if name in injected or namespace[name] != defaults[name]}
-    chosen = (_checked_profile(namespace["PROFILE"], "PROFILE") if "PROFILE" in explicit
-              else _checked_profile(os.environ.get("HW1_PROFILE", "full"), "HW1_PROFILE"))
+    chosen = _checked_profile(namespace["PROFILE"], "PROFILE") if "PROFILE" in explicit else _env_profile()
     global _active_profile
     _active_profile = namespace["PROFILE"] = chosen
     if chosen == "quick":
@@ -203,11 +205,28 @@ def seed_everything(seed: int) -> None:
 _notebook: str | None = None
 
 
+def _cannot_write(folder: Path, err: OSError) -> PermissionError:
+    """The error for a results folder that cannot be written: which one, why, and the fix."""
+    return PermissionError(f"cannot write figures and results to {folder} ({err.strerror}); "
+                           "set HW1_FIGURES to a writable folder")
+
+
 def set_notebook(stem: str) -> Path:
-    """Name the running notebook, so figures and results go to figures/<stem>/; returns that folder."""
+    """Name the running notebook, so figures and results go to figures/<stem>/; returns that folder.
+
+    The folder is made and test-written here, at the notebook's start, so an unwritable one fails
+    before any training is spent.
+    """
     global _notebook
     _notebook = stem
-    return figure_dir()
+    folder = figure_dir()
+    try:
+        probe = folder / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise _cannot_write(folder, err) from err
+    return folder
 
 
 def figures_root() -> Path:
@@ -224,12 +243,8 @@ def figure_dir() -> Path:
     folder = figures_root() / _notebook
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.touch()
-        probe.unlink()
     except OSError as err:
-        raise PermissionError(f"cannot write figures and results to {folder} ({err.strerror}); "
-                              "set HW1_FIGURES to a writable folder") from err
+        raise _cannot_write(folder, err) from err
     return folder
 
 

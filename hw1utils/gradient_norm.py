@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from torch import nn
 
 from . import train, weight_vector
@@ -65,8 +64,3 @@ SUMMARY_ROWS = {  # step_summary key -> row label of the notebook's table
     "tripling_steps": "steps where the gradient norm more than tripled",
 }
 
-
-def summary_table(summaries: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """The step summaries of several tasks side by side, one labelled row per number."""
-    table = pd.DataFrame(summaries).loc[list(SUMMARY_ROWS)]
-    return table.rename(index=SUMMARY_ROWS).map(lambda v: "–" if np.isnan(v) else f"{v:.3g}")

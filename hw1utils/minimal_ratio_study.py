@@ -54,6 +54,11 @@ def eigen_counts(eigenvalues: Tensor, rel_tol: float) -> pd.DataFrame:
                          "n_flat": eigenvalues.shape[1] - positive - negative})
 
 
+def hessian_ratios(eigenvalues: Tensor, rel_tol: float) -> np.ndarray:
+    """(K,) Hessian minimal ratio of each run (curvature.minimal_ratio at tol = rel_tol * max|lambda| of that run)."""
+    return np.array([curvature.minimal_ratio(e, curvature.relative_tol(e, rel_tol)) for e in eigenvalues])
+
+
 def relative_magnitudes(eigenvalues: Tensor) -> np.ndarray:
     """(K, P) |lambda| / max|lambda| of each run."""
     return (eigenvalues.abs() / eigenvalues.abs().amax(1, keepdim=True)).numpy()
@@ -71,7 +76,7 @@ def tolerance_sweep(eigenvalues: Tensor, rel_grid: Sequence[float]) -> pd.DataFr
     rows = []
     for rel in rel_grid:
         table = eigen_counts(eigenvalues, rel)
-        rows.append({"rel_tol": float(rel), "median_ratio": float(table["n_positive"].median() / eigenvalues.shape[1]),
+        rows.append({"rel_tol": float(rel), "median_ratio": float(np.median(hessian_ratios(eigenvalues, rel))),
                      "saddles": int((table["n_negative"] > 0).sum())})
     return pd.DataFrame(rows)
 
@@ -116,7 +121,7 @@ def measure(runs: pd.DataFrame, template: nn.Module, flats: Tensor, data: tuple[
     x, y = data
     eigenvalues = curvature.stacked_hessian_eigenvalues(template, nn.MSELoss(), flats, x, y).cpu()
     runs = pd.concat([runs, eigen_counts(eigenvalues, rel_tol)], axis=1)
-    runs["ratio_hessian"] = runs["n_positive"] / eigenvalues.shape[1]
+    runs["ratio_hessian"] = hessian_ratios(eigenvalues, rel_tol)
     runs["index"] = runs["n_negative"] / eigenvalues.shape[1]
     twin = copy.deepcopy(template).double()
     sampled, gaps = [], []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
@@ -260,6 +262,12 @@ def training_steps(history, title: str = "", window: int = 1) -> Figure:
 def formatted_table(table, formats: dict[str, str]):
     """`table` with the named columns turned into strings by their format ("{:.3g}"), for a stable display."""
     return table.apply(lambda column: column.map(formats[column.name].format) if column.name in formats else column)
+
+
+def labelled_table(summaries: Mapping[str, Mapping[str, float]], rows: Mapping[str, str]):
+    """Summaries of several cases side by side: one row per key of `rows`, labelled by its value, .3g ('–' for nan)."""
+    table = pd.DataFrame(summaries).loc[list(rows)].rename(index=rows)
+    return table.map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}")
 
 
 KIND_STYLES = {"minimum": dict(color="tab:blue", marker="o"), "saddle": dict(color="tab:red", marker="^")}

@@ -272,11 +272,6 @@ MOVEMENT_ROWS = {  # movement_summary key -> row label of the notebook's table
 }
 
 
-def summary_table(summaries: dict[str, dict[str, float]], rows: dict[str, str]) -> pd.DataFrame:
-    """Summaries of several tasks side by side, one labelled row per key of `rows`, formatted .3g."""
-    return pd.DataFrame(summaries).loc[list(rows)].rename(index=rows).map(lambda v: f"{v:.3g}")
-
-
 @dataclass(frozen=True)
 class ErrorSurfaces:
     """The loss around one run's final weights on its PCA plane and on a filter-normalised random plane."""

@@ -62,8 +62,8 @@ def test_step_summary_of_known_values():
     assert math.isnan(gradient_norm.step_summary(synthetic_history(steps_per_epoch=1))["noise_share"])
 
 
-def test_summary_table_has_one_labelled_row_per_number():
-    table = gradient_norm.summary_table({"task": gradient_norm.step_summary(synthetic_history(1))})
+def test_labelled_table_has_one_labelled_row_per_number():
+    table = plots.labelled_table({"task": gradient_norm.step_summary(synthetic_history(1))}, gradient_norm.SUMMARY_ROWS)
     assert list(table.index) == list(gradient_norm.SUMMARY_ROWS.values())
     assert table.loc["steps where the gradient norm more than tripled", "task"] == "1"
     assert table.loc[gradient_norm.SUMMARY_ROWS["noise_share"], "task"] == "–"

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from hw1utils import curvature
 from hw1utils import minimal_ratio_study as study
 from hw1utils import weight_vector as wv
 
@@ -48,3 +49,10 @@ def test_rank_correlation_interval_brackets_the_estimate():
     a = rng.normal(size=60)
     out = study.rank_correlation(a, a + 0.5 * rng.normal(size=60), resamples=300, seed=0)
     assert 0 < out["low"] <= out["rho"] <= out["high"] <= 1
+
+
+def test_hessian_ratios_are_curvatures_minimal_ratio_per_run():
+    eigenvalues = torch.tensor([[-1.0, 1e-14, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    ratios = study.hessian_ratios(eigenvalues, 1e-12)
+    expected = [curvature.minimal_ratio(e, curvature.relative_tol(e, 1e-12)) for e in eigenvalues]
+    assert ratios.tolist() == expected == [0.5, 1.0]

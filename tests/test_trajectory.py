@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from hw1utils import trajectory
+from hw1utils import plots, trajectory
 from hw1utils.models import mlp
 from hw1utils.train import History, fit_ensemble
 
@@ -209,7 +209,7 @@ def test_movement_summary_of_two_straight_paths():
     assert moves["mean_distance_between_finals"] == pytest.approx(np.hypot(1, 10))
     assert moves["mean_first_step"] == pytest.approx(1.0) and moves["mean_last_step"] == pytest.approx(1.5)
     assert moves["median_first_loss"] == 1.0 and moves["max_loss_ratio"] == pytest.approx(1 / 3)
-    table = trajectory.summary_table({"task": moves}, trajectory.MOVEMENT_ROWS)
+    table = plots.labelled_table({"task": moves}, trajectory.MOVEMENT_ROWS)
     assert table.loc[trajectory.MOVEMENT_ROWS["mean_path_length"], "task"] == "2.5"
 
 

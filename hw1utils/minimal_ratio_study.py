@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from hw1utils import critical_points, curvature, train, weight_vector
@@ -79,15 +78,6 @@ def tolerance_sweep(eigenvalues: Tensor, rel_grid: Sequence[float]) -> pd.DataFr
         rows.append({"rel_tol": float(rel), "median_ratio": float(np.median(hessian_ratios(eigenvalues, rel))),
                      "saddles": int((table["n_negative"] > 0).sum())})
     return pd.DataFrame(rows)
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray, resamples: int, seed: int,
-                     level: float = 0.95) -> dict[str, float]:
-    """Spearman rho of a and b, with a percentile bootstrap interval over runs (resampled in pairs)."""
-    rng = np.random.default_rng(seed)
-    draws = [spearmanr(a[i], b[i]).statistic for i in rng.integers(0, len(a), (resamples, len(a)))]
-    low, high = np.nanquantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return {"rho": float(spearmanr(a, b).statistic), "low": float(low), "high": float(high)}
 
 
 def find_critical_points(build: Callable[[], nn.Module], start_epochs: Sequence[int], runs: int,

@@ -120,3 +120,124 @@ def test_sharpness_rejects_bad_arguments():
         sharpness.sharpness(_net(0), nn.CrossEntropyLoss(), x, y, eps=0.0)
     with pytest.raises(ValueError, match="ascent_steps"):
         sharpness.sharpness(_net(0), nn.CrossEntropyLoss(), x, y, eps=1e-3, ascent_steps=-1)
+
+
+# ----------------------------------------------------------------------------------------------- Keskar et al.
+
+
+def _box_vertex_values(model: nn.Module, design: torch.Tensor, y: torch.Tensor, eps: float) -> list[float]:
+    """Keskar's phi (x100) at every vertex of the box around the least-squares weights, by enumeration."""
+    theta = parameters_to_vector(model.parameters()).detach()
+
+    def hand_loss(flat: torch.Tensor) -> float:
+        return ((design @ flat - y.reshape(-1)) ** 2).mean().item()
+
+    loss, half_width = hand_loss(theta), eps * (theta.abs() + 1)
+    corners = itertools.product((-1.0, 1.0), repeat=len(theta))
+    return [(hand_loss(theta + torch.tensor(c, dtype=DTYPE) * half_width) - loss) / (1 + loss) * 100
+            for c in corners]
+
+
+def test_keskar_sharpness_on_an_exact_quadratic_reaches_a_box_vertex():
+    model, x, y, design = _least_squares_model()
+    saved = _snapshot(model)
+    vertices = _box_vertex_values(model, design, y, 1e-2)  # a convex f: its box maximum is at a vertex
+    found = [sharpness.keskar_sharpness(model, nn.MSELoss(), x, y, eps=1e-2, seed=seed)["sharpness"]
+             for seed in range(5)]
+    for value in found:
+        assert min(abs(value - v) for v in vertices) <= 1e-9 * max(vertices)  # L-BFGS-B ends on a vertex
+    assert max(found) == pytest.approx(max(vertices), rel=1e-9)  # and some start finds the best one
+    _assert_state_equal(model, saved)
+
+
+def test_keskar_sharpness_scales_with_eps_squared_at_a_minimum_and_is_zero_from_the_origin():
+    model, x, y, _ = _least_squares_model()
+    small, large = (sharpness.keskar_sharpness(model, nn.MSELoss(), x, y, eps=eps) for eps in (5e-4, 1e-3))
+    assert 0 < small["sharpness"] < large["sharpness"]
+    assert large["sharpness"] == pytest.approx(4 * small["sharpness"], rel=1e-6)  # the same vertex, f quadratic
+    assert large["iterations"] <= sharpness.KESKAR_ITERATIONS and "L-BFGS-B" in large["method"]
+    origin = sharpness.keskar_sharpness(model, nn.MSELoss(), x, y, eps=1e-3, start="zero")
+    assert origin["sharpness"] == 0.0 and origin["max_loss"] == origin["loss"]  # zero gradient: stops at once
+
+
+def test_keskar_sharpness_of_a_linear_loss_is_at_the_sign_of_the_gradient_corner():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 3, generator=generator, dtype=DTYPE)
+    model = nn.Linear(3, 1).double()
+    theta = parameters_to_vector(model.parameters()).detach()
+
+    def shifted_mean_output(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return outputs.mean() + 5.0  # f(w, b) = w . mean(x) + b + 5: linear in the parameters
+
+    gradient = torch.cat([x.mean(0), torch.ones(1, dtype=DTYPE)])
+    loss = (x @ theta[:3]).mean().item() + theta[3].item() + 5.0
+    expected = (gradient.abs() @ (1e-3 * (theta.abs() + 1))).item() / (1 + loss) * 100
+    for start in ("random", "zero"):
+        out = sharpness.keskar_sharpness(model, shifted_mean_output, x, torch.zeros(30), eps=1e-3, start=start)
+        assert out["loss"] == pytest.approx(loss, rel=1e-12)
+        assert out["sharpness"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_keskar_sharpness_of_a_relu_net_is_positive_and_grows_with_eps():
+    model = _net(0)
+    saved = _snapshot(model)
+    x, y = _data(40)
+    values = [sharpness.keskar_sharpness(model, nn.CrossEntropyLoss(), x, y, eps=eps, batch_size=16)["sharpness"]
+              for eps in sorted(sharpness.KESKAR_EPSILONS)]
+    assert 0 < values[0] < values[1]
+    _assert_state_equal(model, saved)
+
+
+def test_keskar_sharpness_rejects_bad_arguments():
+    x, y = _data(10)
+    for bad in (0.0, -1e-3, float("inf")):
+        with pytest.raises(ValueError, match="eps"):
+            sharpness.keskar_sharpness(_net(0), nn.CrossEntropyLoss(), x, y, eps=bad)
+    with pytest.raises(ValueError, match="max_iterations"):
+        sharpness.keskar_sharpness(_net(0), nn.CrossEntropyLoss(), x, y, eps=1e-3, max_iterations=0)
+    with pytest.raises(ValueError, match="start"):
+        sharpness.keskar_sharpness(_net(0), nn.CrossEntropyLoss(), x, y, eps=1e-3, start="centre")
+
+
+# ----------------------------------------------------------------------------------------------- Jiang et al.
+
+
+def _scaled_mse(scale: float):
+    """scale x the mean squared error: the same minimum, a Hessian `scale` times sharper."""
+    return lambda outputs, targets: scale * F.mse_loss(outputs, targets)
+
+
+def test_pacbayes_mag_flatness_matches_the_quadratic_closed_form_and_grows_with_sharpness():
+    model, x, y, design = _least_squares_model()
+    saved = _snapshot(model)
+    theta = parameters_to_vector(model.parameters()).detach()
+    curvature = design.T @ design / len(x)  # f(w + u) - f(w) = u^T curvature u at the minimum
+    deviation, floor = 0.01, 1e-3
+    results = []
+    for scale in (1.0, 4.0):
+        out = sharpness.pacbayes_mag_flatness(model, _scaled_mse(scale), x, y, deviation=deviation,
+                                              magnitude_eps=floor, draws=400, tolerance=1e-5, search_depth=40)
+        # E u^T A u = sum_i A_ii (sigma^2 w_i^2 + eps^2) = deviation / scale
+        sigma_squared = (deviation / scale - floor**2 * curvature.diag().sum()) / (curvature.diag() @ theta**2)
+        assert out["flatness"] == pytest.approx(1 / sigma_squared.item(), rel=0.2)  # 400 draws: ~7% noise
+        assert out["increase"] == pytest.approx(deviation, abs=1e-5)
+        results.append(out)
+    assert results[1]["flatness"] > 3 * results[0]["flatness"]  # 4x sharper: about 4x flatness measure
+    again = sharpness.pacbayes_mag_flatness(model, _scaled_mse(1.0), x, y, deviation=deviation,
+                                            magnitude_eps=floor, draws=400, tolerance=1e-5, search_depth=40)
+    assert again == results[0]  # seeded: bit-identical
+    _assert_state_equal(model, saved)
+
+
+def test_pacbayes_mag_flatness_with_the_error_rate_and_bad_arguments():
+    model, (x, y) = _net(0), _data(40)
+    out = sharpness.pacbayes_mag_flatness(model, nn.CrossEntropyLoss(), x, y, draws=3)
+    assert out["bracketed"] and abs(out["increase"] - 0.1) < 1e-2 and out["flatness"] == 1 / out["sigma"] ** 2
+    chance = sharpness.pacbayes_mag_flatness(model, sharpness.error_rate, x, y, draws=3)
+    assert chance["loss"] == 0.7 and not chance["bracketed"]  # an untrained net: noise cannot add 0.1 error
+    assert chance["steps"] == 15 and chance["sigma"] == pytest.approx(2, rel=1e-3)
+    assert sharpness.error_rate(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0])).item() == 0.5
+    for name, value in (("deviation", 0.0), ("tolerance", -1.0), ("magnitude_eps", -1e-3), ("draws", 0),
+                        ("search_depth", 0), ("sigma_max", float("nan"))):
+        with pytest.raises(ValueError, match=name):
+            sharpness.pacbayes_mag_flatness(model, nn.CrossEntropyLoss(), x, y, **{name: value})

@@ -1,7 +1,13 @@
-"""Image datasets held in memory as tensors, random labels, and 1-D target functions."""
+"""Image datasets held in memory as tensors, random labels, a synthetic CIFAR-shaped set, and 1-D target functions.
+
+    python -m hw1utils.data write-cifar-like FOLDER [--train N] [--test N] [--seed S]
+
+writes the synthetic set (write_cifar_like) in CIFAR-10's layout, for load_dataset("cifar10", root=FOLDER).
+"""
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import math
 import pickle
@@ -248,15 +254,23 @@ def _read_cifar_folder(spec: _Spec, folder: Path, origin: str) -> ImageDataset:
         raise _Missing(f"{config.shown_path(folder)}: missing {', '.join(missing)}",
                        f"{config.shown_path(folder)}: {len(missing)} of its files missing")
     meta_path = folder / "batches.meta"
-    label_names = _unpickle(meta_path).get(b"label_names")
+    meta = _unpickle(meta_path)
+    label_names = meta.get(b"label_names")
     if not isinstance(label_names, list) or not label_names:
         raise _corrupt(meta_path, "no b'label_names' list")
-    classes = tuple(name.decode() if isinstance(name, bytes) else str(name) for name in label_names)
+    if meta.get(b"synthetic") is True:  # written by write_cifar_like: announced as what it is
+        origin = _layout_origin(f"{SYNTHETIC_CIFAR} ({_text(meta.get(b'generator'))}; not CIFAR-10)", folder)
+    classes = tuple(_text(name) for name in label_names)
     train = [_read_cifar_batch(folder / name, len(classes)) for name in names[:5]]
     x_test, y_test = _read_cifar_batch(folder / "test_batch", len(classes))
     x_train, y_train = (torch.cat(parts) for parts in zip(*train, strict=True))
     source = f"{origin}, {_sizes(y_train, y_test)}"
     return _dataset(spec, source, x_train, y_train, x_test, y_test, classes=classes)
+
+
+def _text(value: object) -> str:
+    """A pickled Python 2 string (bytes under encoding="bytes") or str, as str."""
+    return value.decode("latin1") if isinstance(value, bytes) else str(value)
 
 
 def _sizes(y_train: torch.Tensor, y_test: torch.Tensor) -> str:
@@ -290,10 +304,15 @@ class _Spec:
     offline_fix: str  # how to get the offline copy, for error messages
 
 
+def _layout_origin(title: str, folder: Path) -> str:
+    """'<title> from <folder> (torchvision layout)', the start of a source read from the data folder."""
+    return f"{title} from {config.shown_path(folder)} (torchvision layout)"
+
+
 def _read_layout(spec: _Spec, root: Path) -> ImageDataset:
     """The dataset from the data folder in torchvision's layout."""
     folder = root / spec.folder
-    return spec.reader(spec, folder, f"{spec.title} from {config.shown_path(folder)} (torchvision layout)")
+    return spec.reader(spec, folder, _layout_origin(spec.title, folder))
 
 
 def _download(spec: _Spec, root: Path, allowed: bool) -> ImageDataset:
@@ -413,6 +432,134 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
 
 
 # ---------------------------------------------------------------------------------------------------------
+# A synthetic stand-in for CIFAR-10, written in its on-disk layout
+# ---------------------------------------------------------------------------------------------------------
+
+SYNTHETIC_CIFAR = "synthetic CIFAR-shaped data"  # how the loader names a folder written by write_cifar_like
+CIFAR_SIDE = 32  # CIFAR-10 images are 3 x 32 x 32
+CIFAR_LIKE_MAX_FREQUENCY = 3  # a class template holds spatial frequencies up to 3 cycles per image
+CIFAR_LIKE_MAX_SHIFT = 12  # each image is its template shifted (circularly) by up to 12 pixels per axis
+CIFAR_LIKE_DISTRACTOR = 0.6  # weight of a second, shifted template of another class mixed into every image
+CIFAR_LIKE_CONTRAST = (0.7, 1.3)  # range of the per-image contrast factor of the class template
+CIFAR_LIKE_BRIGHTNESS = 0.5  # std of the per-image, per-channel brightness offset (template std: 1)
+CIFAR_LIKE_PIXEL_SCALE = 40  # grey levels per template std, around mid-grey 128
+CIFAR_LIKE_NOISE = 30  # per-pixel noise, uniform integers in -30..30 grey levels
+CIFAR_LIKE_CHUNK = 1_000  # images drawn at a time, so the float work arrays stay small
+
+
+class _Py2Str(bytes):
+    """A Python 2 `str`: loads as bytes under encoding="bytes" and as str under "latin1", as in CIFAR-10's files."""
+
+
+class _CifarPickler(pickle._Pickler):
+    """The pure-Python pickler, writing _Py2Str with the STRING opcodes of Python 2 pickles."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, text: _Py2Str) -> None:
+        """SHORT_BINSTRING (under 256 bytes) or BINSTRING, then the bytes."""
+        size = len(text)
+        opcode = (pickle.SHORT_BINSTRING + bytes([size]) if size < 256
+                  else pickle.BINSTRING + struct.pack("<i", size))
+        self.write(opcode + bytes(text))
+        self.memoize(text)
+
+    dispatch[_Py2Str] = _save_py2_str
+
+
+def _py2_str(text: str) -> _Py2Str:
+    """`text` as a Python 2 string (latin-1 bytes)."""
+    return _Py2Str(text.encode("latin1"))
+
+
+def _write_cifar_pickle(path: Path, content: dict) -> None:
+    """`content` pickled like CIFAR-10's files: Python 2 string keys, read by our parser and by torchvision."""
+    with path.open("wb") as file:
+        _CifarPickler(file, protocol=4).dump({_py2_str(key): value for key, value in content.items()})
+
+
+def _cifar_like_templates(rng: np.random.Generator, n_classes: int) -> np.ndarray:
+    """One smooth periodic colour pattern per class, float32 (n_classes, 3, 32, 32), unit std each."""
+    frequencies = np.abs(np.fft.fftfreq(CIFAR_SIDE, 1 / CIFAR_SIDE))
+    low = (frequencies[:, None] <= CIFAR_LIKE_MAX_FREQUENCY) & (frequencies[None, :] <= CIFAR_LIKE_MAX_FREQUENCY)
+    shape = (n_classes, 3, CIFAR_SIDE, CIFAR_SIDE)
+    patterns = np.fft.ifft2((rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * low).real
+    return (patterns / patterns.std(axis=(1, 2, 3), keepdims=True)).astype(np.float32)
+
+
+def _shifted_bank(templates: np.ndarray) -> np.ndarray:
+    """Every template at every circular shift up to CIFAR_LIKE_MAX_SHIFT: (classes, shifts, shifts, 3, 32, 32)."""
+    tiled = np.tile(templates, (1, 1, 2, 2))
+    windows = np.lib.stride_tricks.sliding_window_view(tiled, (CIFAR_SIDE, CIFAR_SIDE), axis=(2, 3))
+    offsets = np.arange(-CIFAR_LIKE_MAX_SHIFT, CIFAR_LIKE_MAX_SHIFT + 1) % CIFAR_SIDE
+    return np.ascontiguousarray(windows[:, :, offsets][:, :, :, offsets].transpose(0, 2, 3, 1, 4, 5))
+
+
+def _cifar_like_images(rng: np.random.Generator, bank: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One image per label: uint8 rows of 3072 (the three 32 x 32 channel planes, each row-major)."""
+    size, (n_classes, n_shifts) = len(labels), bank.shape[:2]
+    distractors = (labels + rng.integers(1, n_classes, size)) % n_classes
+    images = bank[labels, rng.integers(0, n_shifts, size), rng.integers(0, n_shifts, size)]
+    images *= rng.uniform(*CIFAR_LIKE_CONTRAST, (size, 1, 1, 1)).astype(np.float32)
+    images += CIFAR_LIKE_DISTRACTOR * bank[distractors, rng.integers(0, n_shifts, size),
+                                           rng.integers(0, n_shifts, size)]
+    images += rng.normal(0, CIFAR_LIKE_BRIGHTNESS, (size, 3, 1, 1)).astype(np.float32)
+    pixels = np.rint(images * CIFAR_LIKE_PIXEL_SCALE + 128).astype(np.int16)
+    pixels += rng.integers(-CIFAR_LIKE_NOISE, CIFAR_LIKE_NOISE + 1, pixels.shape, dtype=np.int16)
+    return np.clip(pixels, 0, 255).astype(np.uint8).reshape(size, -1)
+
+
+def _cifar_like_batch(rng: np.random.Generator, bank: np.ndarray, size: int) -> tuple[np.ndarray, list[int]]:
+    """`size` images (uint8 (size, 3072)) and their labels, balanced and shuffled; made CIFAR_LIKE_CHUNK at a time."""
+    labels = rng.permutation(np.arange(size) % bank.shape[0])
+    chunks = np.array_split(labels, max(1, size // CIFAR_LIKE_CHUNK))
+    return np.concatenate([_cifar_like_images(rng, bank, chunk) for chunk in chunks]), labels.tolist()
+
+
+def _int_at_least(value: object, what: str, least: int) -> int:
+    """`value` as an int; TypeError unless it is an int, ValueError if it is below `least`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an int; got {type(value).__name__}")
+    if value < least:
+        raise ValueError(f"{what} must be >= {least}; got {value}")
+    return int(value)
+
+
+def write_cifar_like(folder: str | Path, n_train: int = 50_000, n_test: int = 10_000, seed: int = 0,
+                     n_classes: int = 10) -> Path:
+    """Write a learnable synthetic data set in CIFAR-10's on-disk layout under `folder`; returns the batch folder.
+
+    Files: folder/cifar-10-batches-py/data_batch_1..5 (n_train split evenly), test_batch, batches.meta, the
+    pickled dicts torchvision's CIFAR10 reads (b"data" uint8 (N, 3072), b"labels"). batches.meta marks the
+    set b"synthetic": True, so load_dataset("cifar10", root=folder) announces it as synthetic.
+    Each class is a fixed random smooth colour pattern; an image is it circularly shifted by up to
+    CIFAR_LIKE_MAX_SHIFT pixels, with random contrast and brightness, a shifted pattern of another class
+    mixed in, and pixel noise. Labels are balanced within every batch. Byte-identical for a given seed.
+    """
+    n_train = _int_at_least(n_train, "n_train", 5)  # at least one image per training batch
+    n_test = _int_at_least(n_test, "n_test", 1)
+    n_classes = _int_at_least(n_classes, "n_classes", 2)
+    seed = _int_at_least(seed, "seed", 0)
+    batches = Path(folder).expanduser() / _SPECS["cifar10"].folder
+    batches.mkdir(parents=True, exist_ok=True)
+    template_stream, *batch_streams = np.random.SeedSequence(seed).spawn(7)
+    bank = _shifted_bank(_cifar_like_templates(np.random.default_rng(template_stream), n_classes))
+    sizes = [len(part) for part in np.array_split(np.arange(n_train), 5)] + [n_test]
+    names = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]
+    for index, (name, size, stream) in enumerate(zip(names, sizes, batch_streams, strict=True)):
+        images, labels = _cifar_like_batch(np.random.default_rng(stream), bank, size)
+        label = f"training batch {index + 1} of 5" if index < 5 else "testing batch 1 of 1"
+        _write_cifar_pickle(batches / name, {"batch_label": _py2_str(label), "labels": labels,
+                                             "data": images})
+    generator = f"hw1utils.data.write_cifar_like, seed {seed}"
+    _write_cifar_pickle(batches / "batches.meta", {
+        "label_names": [_py2_str(f"pattern {index}") for index in range(n_classes)],
+        "num_cases_per_batch": sizes[0], "num_vis": 3 * CIFAR_SIDE**2,
+        "synthetic": True, "generator": _py2_str(generator)})
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------------------
 # 1-D target functions
 # ---------------------------------------------------------------------------------------------------------
 
@@ -472,3 +619,29 @@ def function_data(name: str, n_points: int, device: torch.device | str | None = 
     device = config.device() if device is None else torch.device(device)
     x = torch.linspace(*target.domain, int(n_points), device=device, dtype=dtype).unsqueeze(1)
     return x, target.fn(x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m hw1utils.data write-cifar-like FOLDER [--train N] [--test N] [--seed S]`."""
+    parser = argparse.ArgumentParser(prog="python -m hw1utils.data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    writer = commands.add_parser("write-cifar-like", help=f"write {SYNTHETIC_CIFAR} in CIFAR-10's layout",
+                                 description=write_cifar_like.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    writer.add_argument("folder", type=Path, help="data root; the files go to FOLDER/cifar-10-batches-py")
+    writer.add_argument("--train", type=int, default=50_000, help="training images (default 50,000)")
+    writer.add_argument("--test", type=int, default=10_000, help="test images (default 10,000)")
+    writer.add_argument("--seed", type=int, default=0, help="seed of the patterns and images (default 0)")
+    args = parser.parse_args(argv)
+    batches = write_cifar_like(args.folder, n_train=args.train, n_test=args.test, seed=args.seed)
+    print(f"Wrote {args.train:,} train / {args.test:,} test images of {SYNTHETIC_CIFAR} (seed {args.seed}) "
+          f"to {batches}; load_dataset('cifar10', root={str(args.folder)!r}) reads them")
+
+
+if __name__ == "__main__":
+    main()

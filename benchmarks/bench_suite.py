@@ -1,6 +1,6 @@
 """Wall time of the notebook suite at three sizes, in one go (copies run; nothing committed changes).
 
-    python benchmarks/bench_suite.py [--sizes quick,committed,full-size] [NOTEBOOK ...]
+    python benchmarks/bench_suite.py [--sizes quick,committed,full-size] [--jobs N] [NOTEBOOK ...]
 
 Sizes:
   quick      HW1_PROFILE=quick: the smoke-test sizes the tests run (config.QUICK).
@@ -16,7 +16,9 @@ Sizes:
 Every notebook runs headless on a temporary copy, with figures written to a temporary folder (HW1_FIGURES),
 the training cache off (HW1_CACHE=off) so every training is timed, and progress bars off. HW1_DATASET is
 unset in the quick and committed sizes; other variables pass through (HW1_OFFLINE=1 there keeps the time a
-failed download attempt takes out of the notebooks' times; OMP_NUM_THREADS sets torch's threads).
+failed download attempt takes out of the notebooks' times). Notebooks run as the runner runs them: --jobs
+side by side (default: one per core), each with its share of the cores as torch threads (HW1_THREADS);
+the total is the wall time of the whole size.
 Prints a table per size and whether the size met its target (TARGET_S), then one JSON line: the machine,
 seconds per notebook, totals, failures. A notebook that fails (e.g. its last cell finds a claim of its
 text contradicted by other data) is timed up to the failure and marked failed.
@@ -31,6 +33,7 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
@@ -39,7 +42,7 @@ import torch
 from nbconvert.preprocessors import CellExecutionError
 
 from hw1utils import config, data
-from hw1utils.notebooks import NOTEBOOK_DIR, all_notebooks, execute
+from hw1utils.notebooks import NOTEBOOK_DIR, all_notebooks, execute, kernel_threads
 
 SIZES = ("quick", "committed", "full-size")
 TARGET_S = {"quick": 6 * 60, "committed": 10 * 60, "full-size": 20 * 60}  # whole suite, on the 2-core machine
@@ -110,19 +113,25 @@ def time_notebook(path: Path, scratch: Path, size: str) -> tuple[float, bool]:
         return time.perf_counter() - start, False
 
 
-def time_size(paths: list[Path], size: str, scratch: Path) -> dict[str, object]:
-    """Seconds per notebook, total, failures and target verdict for one size."""
+def time_size(paths: list[Path], size: str, scratch: Path, jobs: int) -> dict[str, object]:
+    """Seconds per notebook, the wall time of the whole size, failures and target verdict; `jobs` side by side."""
     seconds, failed = {}, []
     with size_environment(size, scratch):
-        for path in paths:
-            seconds[path.stem], succeeded = time_notebook(path, scratch, size)
-            if not succeeded:
-                failed.append(path.stem)
-            print(f"  {size:9s} {path.stem:32s} {seconds[path.stem]:8.1f} s{'' if succeeded else '  FAILED'}",
-                  flush=True)
-    total = sum(seconds.values())
+        os.environ["HW1_THREADS"] = str(kernel_threads(jobs, len(paths)))  # the runner's thread policy
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(time_notebook, path, scratch, size): path for path in paths}
+            for future in as_completed(futures):
+                stem = futures[future].stem
+                seconds[stem], succeeded = future.result()
+                if not succeeded:
+                    failed.append(stem)
+                print(f"  {size:9s} {stem:32s} {seconds[stem]:8.1f} s{'' if succeeded else '  FAILED'}", flush=True)
+        total = time.perf_counter() - start
+    seconds = {path.stem: seconds[path.stem] for path in paths}
     return {"seconds": seconds, "total": total, "failed": failed, "target": TARGET_S[size],
-            "met": not failed and total <= TARGET_S[size]}
+            "met": not failed and total <= TARGET_S[size], "jobs": jobs, "threads_per_notebook": kernel_threads(
+                jobs, len(paths))}
 
 
 def print_table(size: str, result: dict[str, object]) -> None:
@@ -159,12 +168,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", help="paths or stems (default: all nine)")
     parser.add_argument("--sizes", type=parse_sizes, default=list(SIZES), help=f"default {','.join(SIZES)}")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="notebooks side by side, as the runner does (default: one per core)")
     args = parser.parse_args()
     paths = [notebook_path(name) for name in args.notebooks] or all_notebooks()
     results = {}
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix=f"bench-{size}-") as scratch:
-            results[size] = time_size(paths, size, Path(scratch))
+            results[size] = time_size(paths, size, Path(scratch), args.jobs)
         print_table(size, results[size])
     print(json.dumps({"machine": machine(), "sizes": results}))
 

@@ -7,7 +7,9 @@
     MLP 784-256-256-256-10, Adam, batch 64 and 256, on MNIST-format IDX files; both sides do the
     same work: training steps only (fit with eval_every=0, the loop with no evaluation);
 (b) `fit_ensemble` of K small nets (1-10-10-1 on sin(5 pi x)/(5 pi x)) vs K separate `fit` runs;
-(c) achieved training GFLOP/s of `fit` at batch 256 vs this machine's measured float32 matmul peak.
+(c) achieved training GFLOP/s of `fit` at batch 256 vs this machine's measured float32 matmul peak;
+(d) `fit_ensemble` of 3 small CNNs (1-1b's 4-conv member) stacked through vmap vs one after another,
+    which decides `train._stacking_pays`.
 Prints a table, then one JSON line with the ratios.
 """
 
@@ -100,6 +102,21 @@ def ensemble_vs_loop(members: int, epochs: int) -> tuple[float, float]:
     return ensemble, time.perf_counter() - start
 
 
+def cnn_stacked_vs_loop(members: int = 3, images: int = 2_560, epochs: int = 2) -> tuple[float, float]:
+    """Seconds for fit_ensemble of `members` small CNNs stacked (vmap), and one after another."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(images, 1, 28, 28, generator=generator)
+    y = torch.randint(0, 10, (images,), generator=generator)
+    build = lambda: models.cnn_with_params((1, 28, 28), 4, 10, 6_000)  # noqa: E731
+    seconds = []
+    for stacked in (True, False):
+        start = time.perf_counter()
+        train.fit_ensemble(build, range(members), (x, y), epochs=epochs, lr=1e-3, batch_size=128, eval_every=epochs,
+                           progress=False, device=CPU, stacked=stacked)
+        seconds.append(time.perf_counter() - start)
+    return seconds[0], seconds[1]
+
+
 def main() -> None:
     """Run the three comparisons and print the table and the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +143,9 @@ def main() -> None:
     ensemble, loop = ensemble_vs_loop(args.members, args.ensemble_epochs)
     rows += [(f"fit_ensemble of {args.members} nets", ensemble), (f"{args.members} separate fits", loop)]
     ratios["ensemble_vs_loop"] = loop / ensemble
+    stacked, one_by_one = cnn_stacked_vs_loop()
+    rows += [("3 CNNs stacked (vmap)", stacked), ("3 CNNs one after another", one_by_one)]
+    ratios["cnn_loop_vs_stacked"] = stacked / one_by_one
     print(f"{'what':45s} {'seconds':>9s}")
     for name, seconds in rows:
         print(f"{name:45s} {seconds:9.2f}")

@@ -24,19 +24,24 @@ PROFILES = ("quick", "full")
 # (papermill -p NAME VALUE). Every other setting keeps its parameters-cell value.
 QUICK: dict[str, dict[str, Any]] = {
     "1-1a_simulate_function": dict(N_POINTS=128, LR_SEARCH_EPOCHS=100, LRS=(3e-3, 1e-2), SEARCH_SEEDS=(100,),
-                                   SEEDS=(0, 1), MAX_EPOCHS=200, PLATEAU_PATIENCE=100, EVAL_EVERY=10),
-    "1-1b_train_actual_task": dict(EPOCHS=1, TRAIN_LIMIT=1_000, SECOND_TRAIN_LIMIT=1_000, SEEDS=(0,)),
+                                   SEEDS=(0, 1), MAX_EPOCHS=200, PLATEAU_PATIENCE=100, EVAL_EVERY=10,
+                                   BOOTSTRAP=200),
+    "1-1b_train_actual_task": dict(STEPS=30, EVALUATIONS=2, TRAIN_LIMIT=2_000, SEEDS=(0, 1), RESAMPLES=200),
     "1-2a_optimization_trajectory": dict(EPOCHS=3, SNAPSHOT_EVERY=1, TRAIN_LIMIT=1_000, SURFACE_GRID=7,
                                          SURFACE_EXAMPLES=500, FUNCTION_POINTS=128, FUNCTION_EPOCHS=60,
                                          FUNCTION_SNAPSHOT_EVERY=6),
     "1-2b_gradient_norm": dict(EPOCHS=2, TRAIN_LIMIT=1_000, FUNCTION_POINTS=128, FUNCTION_EPOCHS=100,
                                FUNCTION_EVAL_EVERY=10),
     "1-2c_minimal_ratio": dict(RUNS=10, START_EPOCHS=(10, 300), NEWTON_STEPS=30, SAMPLES=200, BOOTSTRAP=200),
-    "1-3a_random_labels": dict(EPOCHS=3, TRAIN_LIMIT=1_000),
-    "1-3b_params_vs_generalization": dict(EPOCHS=2, TRAIN_LIMIT=1_000, N_WIDTHS=12, SEEDS=(0,)),
-    "1-3c_flatness_interpolation": dict(EPOCHS=2, LARGE_BATCH_EPOCHS=8, TRAIN_LIMIT=1_000, N_ALPHAS=13),
-    "1-3d_flatness_sensitivity": dict(EPOCHS=2, MIN_STEPS=20, TRAIN_LIMIT=1_000, BATCH_SIZES=(16, 64, 256, 1024),
-                                      SEEDS=(0,), HESSIAN_EXAMPLES=128, SHARP_STEPS=5, RESCALE_POINTS=3),
+    "1-3a_random_labels": dict(SIZES=(100, 200), EPOCHS=25, SEEDS=(0, 1), SWEEP_TRAIN=100, FRACTIONS=(0.0, 0.5, 1.0),
+                               SWEEP_EPOCHS=20, BOOTSTRAP=100),
+    "1-3b_params_vs_generalization": dict(STEPS=40, LARGEST_WIDTH=64, FIT_ACCURACY=0.6, BOOTSTRAP=200),
+    "1-3c_flatness_interpolation": dict(TRAIN_LIMIT=1_000, STEPS=60, LARGE_BATCH_STEPS=8, CHECKS=3, N_ALPHAS=13,
+                                        DIRECTIONS=2, STEP_POINTS=5, FLATNESS_EXAMPLES=300, BOOTSTRAP=200),
+    "1-3d_flatness_sensitivity": dict(TRAIN_SIZE=256, BATCH_SIZES=(32, 128, 256), SEEDS=(0,), TARGET_LOSS=0.1,
+                                      STEPS_AT_SMALLEST=400, STEP_FLOOR=200, SENSITIVITY_EXAMPLES=200,
+                                      SHARPNESS_EXAMPLES=128, ASCENT_STEPS=3, RESCALE_FACTORS=(0.1, 10.0),
+                                      BOOTSTRAP=200),
 }
 _active_profile: str | None = None  # set by apply_parameters: the profile of the running notebook
 
@@ -145,7 +150,18 @@ def apply_parameters(stem: str, namespace: MutableMapping[str, Any]) -> dict[str
             if name not in explicit:
                 namespace[name] = small
     set_notebook(stem)
+    apply_threads()
     return {name: namespace[name] for name in defaults}
+
+
+def apply_threads() -> None:
+    """Set torch's thread count from HW1_THREADS (the runner's share of the cores); unset: torch's default."""
+    wanted = os.environ.get("HW1_THREADS", "").strip()
+    if not wanted:
+        return
+    if not wanted.isdigit() or int(wanted) < 1:
+        raise ValueError(f"HW1_THREADS={wanted!r} is not a positive whole number of threads; unset it or use e.g. 2")
+    torch.set_num_threads(int(wanted))
 
 
 def is_quick() -> bool:

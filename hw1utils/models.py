@@ -33,14 +33,13 @@ def mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: 
     return nn.Sequential(*layers)
 
 
-def cnn(
-    input_shape: Sequence[int],
-    channels: Sequence[int],
-    hidden: Sequence[int] = (),
-    n_classes: int = 10,
-    activation: str = "relu",
-) -> nn.Sequential:
-    """Conv3x3+activation blocks (2x2 max-pool after each while the map is >= 4 px), then an MLP head."""
+def cnn(input_shape: Sequence[int], channels: Sequence[int], n_classes: int = 10,
+        activation: str = "relu") -> nn.Sequential:
+    """Conv3x3+activation blocks (2x2 max-pool after each while the map is >= 4 px), global average pool, Linear.
+
+    The conventional small classifier: the head is one Linear layer on the last block's channels, so
+    almost all of a deep network's parameters sit in its convolutions.
+    """
     c, h, w = map(int, input_shape)
     if not channels or min(channels) < 1:
         raise ValueError(f"channels must be a non-empty list of positive ints, got {list(channels)}")
@@ -51,10 +50,7 @@ def cnn(
             layers.append(nn.MaxPool2d(2))
             h, w = h // 2, w // 2
         c = int(width)
-    layers.append(nn.AdaptiveAvgPool2d(2) if min(h, w) > 2 else nn.Identity())
-    features = c * min(h, 2) * min(w, 2)
-    head = mlp(features, hidden, n_classes, activation)
-    return nn.Sequential(*layers, *head)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, int(n_classes)))
 
 
 def count_params(model: nn.Module) -> int:
@@ -96,31 +92,57 @@ def match_width(build: Callable[[int], nn.Module], target: int, tolerance: float
     return best
 
 
-def mlp_with_params(in_features: int, depth: int, out_features: int, target: int,
-                    activation: str = "relu") -> nn.Sequential:
-    """An MLP with `depth` hidden layers and a parameter count within 1% of `target`.
+def _one_width_adjusted(build: Callable[[list[int]], nn.Module], depth: int, target: int, adjusted: int,
+                        what: str) -> nn.Module:
+    """`build(widths)` with `depth` equal widths except widths[adjusted], the count within 1% of `target`.
 
-    All hidden layers share one width, except that the first may be adjusted to land within 1%
-    when equal widths jump over the target (counts move in steps of about the width).
+    Equal widths alone move the count in steps of about the width and can jump over the target; the
+    one adjusted layer lands it, as close to the others as the 1% allows. ValueError naming `what`,
+    the depth and the closest count otherwise.
     """
     if depth < 1:
-        raise ValueError(f"depth (hidden layers) must be >= 1, got {depth}")
+        raise ValueError(f"depth must be >= 1, got {depth}")
 
-    def build(first: int, rest: int) -> nn.Sequential:
-        """The MLP with hidden widths [first, rest, rest, ...]."""
-        return mlp(in_features, [first] + [rest] * (depth - 1), out_features, activation)
+    def widths(other: int, chosen: int) -> list[int]:
+        """`depth` widths `other`, with `chosen` at position `adjusted`."""
+        out = [other] * depth
+        out[adjusted] = chosen
+        return out
 
-    equal = match_width(lambda w: build(w, w), target, tolerance=math.inf)
-    candidates = []
-    for rest in range(max(equal - 6, 1), equal + 7):
+    equal = match_width(lambda w: build([w] * depth), target, tolerance=math.inf)
+    candidates = {}  # (other width, adjusted width) -> parameter count
+    for other in range(max(equal - 6, 1), equal + 7):
         try:
-            candidates.append(build(match_width(lambda w, r=rest: build(w, r), target), rest))
+            chosen = match_width(lambda w, o=other: build(widths(o, w)), target)
         except ValueError:
             continue
+        candidates[(other, chosen)] = count_params(build(widths(other, chosen)))
     if not candidates:
-        raise ValueError(f"no {depth}-hidden-layer MLP {in_features}->{out_features} has {target} parameters "
-                         f"within 1%: change the depth or the target")
-    return min(candidates, key=lambda m: abs(count_params(m) - target))
+        closest = count_params(build([equal] * depth))
+        raise ValueError(f"no {what} with {depth} layers has {target:,} parameters within 1% (the closest equal-width "
+                         f"one has {closest:,}): change the depth or the target")
+    other, chosen = min(candidates, key=lambda pair: (abs(pair[0] - pair[1]), abs(candidates[pair] - target)))
+    return build(widths(other, chosen))
+
+
+def mlp_with_params(in_features: int, depth: int, out_features: int, target: int,
+                    activation: str = "relu") -> nn.Sequential:
+    """An MLP with `depth` hidden layers of one width (the first adjusted) and a count within 1% of `target`."""
+    return _one_width_adjusted(lambda widths: mlp(in_features, widths, out_features, activation), depth, target,
+                               adjusted=0, what=f"MLP {in_features}->{out_features}")
+
+
+def cnn_with_params(input_shape: Sequence[int], depth: int, n_classes: int, target: int,
+                    activation: str = "relu") -> nn.Sequential:
+    """A `cnn` with `depth` conv layers of one width (the last adjusted) and a count within 1% of `target`."""
+    return _one_width_adjusted(lambda widths: cnn(input_shape, widths, n_classes, activation), depth, target,
+                               adjusted=-1, what=f"CNN on {'x'.join(map(str, input_shape))} input")
+
+
+def conv_fraction(model: nn.Module) -> float:
+    """Fraction of the trainable parameters that sit in Conv2d layers."""
+    conv = sum(count_params(m) for m in model.modules() if isinstance(m, nn.Conv2d))
+    return conv / count_params(model)
 
 
 def geometric_widths(smallest: int, largest: int, count: int) -> list[int]:

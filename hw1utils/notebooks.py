@@ -1,12 +1,17 @@
 """Headless notebook runs: execute with nbconvert, then leave the files clean for git.
 
-    python -m hw1utils.notebooks run [NOTEBOOK ...] [--out DIR]   # default: every notebooks/*.ipynb, in order
-    python -m hw1utils.notebooks clean NOTEBOOK ...               # strip volatile metadata only
+    python -m hw1utils.notebooks run [NOTEBOOK ...] [--out DIR] [--jobs N]   # default: every notebooks/*.ipynb
+    python -m hw1utils.notebooks clean NOTEBOOK ...                          # strip volatile metadata only
 
 The profile comes from HW1_PROFILE as usual (quick | full). The full profile rewrites the committed
 notebooks and figures in place; the quick profile writes to scratch/ (git-ignored) instead, so a smoke
 test never touches them. --out DIR sends the notebooks to DIR/notebooks/ and the figures to DIR/figures/.
 Progress bars are off in these runs (HW1_PROGRESS=0), so no widget state or progress text is stored.
+
+The thread policy lives here: N notebooks run side by side (default: one per CPU core), and each
+kernel gets an equal share of the cores as torch threads (HW1_THREADS, applied by
+config.apply_parameters). On the 2-core reference machine two notebooks at one thread each beat one
+notebook at two threads; the README's timing table has the measurement.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import nbformat
@@ -78,22 +84,38 @@ def output_root(out: Path | None) -> Path | None:
     return None if config.profile() == "full" else config.SCRATCH_DIR
 
 
-def run(paths: list[Path], out: Path | None, timeout: int) -> list[str]:
-    """Execute `paths` one after another, printing each wall time; returns the names that failed."""
+def kernel_threads(jobs: int, notebooks: int) -> int:
+    """Torch threads per kernel when `jobs` kernels share this machine's cores (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, min(jobs, notebooks)))
+
+
+def _execute_reporting(path: Path, target: Path | None, timeout: int) -> bool:
+    """Execute one notebook and print its wall time, or its error on stderr; True when it passed."""
+    try:
+        print(f"{path.name}: {execute(path, target, timeout):.1f} s", flush=True)
+        return True
+    except CellExecutionError as err:
+        print(f"{path.name}: FAILED (nothing written)\n{err}", file=sys.stderr, flush=True)
+        return False
+
+
+def run(paths: list[Path], out: Path | None, timeout: int, jobs: int | None = None) -> list[str]:
+    """Execute `paths`, `jobs` at a time (default: one per core), printing each wall time; returns those that failed."""
     root = output_root(out)
+    jobs = jobs or os.cpu_count() or 1
     os.environ["HW1_PROGRESS"] = "0"
+    os.environ.setdefault("HW1_THREADS", str(kernel_threads(jobs, len(paths))))
     if root is not None:
         os.environ.setdefault("HW1_FIGURES", str(root / "figures"))
         print(f"writing notebooks to {config.shown_path(root / 'notebooks')}, "
               f"figures to {config.shown_path(os.environ['HW1_FIGURES'])}", flush=True)
-    failed, start = [], time.perf_counter()
-    for path in paths:
-        target = None if root is None else root / "notebooks" / path.name
-        try:
-            print(f"{path.name}: {execute(path, target, timeout):.1f} s", flush=True)
-        except CellExecutionError as err:
-            failed.append(path.name)
-            print(f"{path.name}: FAILED (nothing written)\n{err}", file=sys.stderr, flush=True)
+    print(f"{min(jobs, len(paths))} notebook(s) at a time, {os.environ['HW1_THREADS']} torch thread(s) each",
+          flush=True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(_execute_reporting, path, None if root is None else root / "notebooks" / path.name,
+                               timeout): path for path in paths}
+        failed = sorted(futures[f].name for f in as_completed(futures) if not f.result())
     print(f"all {len(paths)} notebooks: {time.perf_counter() - start:.1f} s", flush=True)
     return failed
 
@@ -106,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, help="write notebooks and figures under this folder")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds allowed per cell")
+    parser.add_argument("--jobs", type=int, default=None, help="notebooks run side by side (default: one per core)")
     args = parser.parse_intermixed_args(argv)
     paths = args.notebooks or all_notebooks()
     missing = [str(p) for p in paths if not p.is_file()]
@@ -119,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         config.profile()
     except ValueError as err:
         parser.error(str(err))
-    failed = run(paths, args.out, args.timeout)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    failed = run(paths, args.out, args.timeout, args.jobs)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -330,3 +330,259 @@ def spectrum_and_tolerance(relative: np.ndarray, sweep, rel_tol: float, gap: tup
     ax_tol.set(xlabel="$\\log_{10}$(relative tolerance)", ylabel="critical runs with an eigenvalue < -tol",
                title="The count of saddles against the tolerance")
     return fig
+
+
+def function_fits(fits: Mapping[str, object], title: str = "") -> Figure:
+    """One row per function (key: row title) of deep_shallow.FunctionFit (1-1a).
+
+    Left: every seed's training loss, one thin line each (failed seeds dashed, ending in x), and the
+    failure threshold. Right: the ground truth and, per model, the prediction of its median seed.
+    """
+    fig, axs = plt.subplots(len(fits), 2, figsize=(12.5, 3.9 * len(fits)), layout="constrained", squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (ax_loss, ax_fit), (row_title, fit) in zip(axs, fits.items()):
+        ax_fit.plot(fit.plot_x, fit.truth, color="black", linewidth=2.5, alpha=0.35, label="ground truth")
+        for (model, m), color in zip(fit.models.items(), colors):
+            for loss, failed in zip(m.loss, m.failed):
+                ax_loss.plot(m.epoch, loss, color=color, linewidth=0.7, alpha=0.7, linestyle="--" if failed else "-")
+                if failed:
+                    ax_loss.plot(m.epoch[-1], loss[-1], color=color, marker="x", markersize=8)
+            ax_loss.plot([], [], color=color, label=f"{model}, lr {m.lr:g}: {int(m.failed.sum())} of "
+                                                    f"{len(m.failed)} seeds failed")
+            ax_fit.plot(fit.plot_x, m.prediction, color=color, linewidth=1.3,
+                        label=f"{model}, median seed (final loss {m.final[m.shown]:.2g})")
+        ax_loss.axhline(fit.threshold, color="0.3", linestyle=":", linewidth=1.2,
+                        label=f"failure threshold ({fit.threshold / fit.constant_loss:.0%} of the constant fit's)")
+        ax_loss.set(yscale="log", xlabel="epoch", ylabel="training loss (MSE)", title=f"{row_title}: training loss")
+        ax_fit.set(xlabel="x", ylabel="y", title=f"{row_title}: predictions")
+        for ax in (ax_loss, ax_fit):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+SPLIT_COLORS = {"train": "tab:blue", "test": "tab:orange"}  # 1-3b
+
+
+def seed_band(stats, metric: str, label: str, ax: Axes, color=None) -> None:
+    """Mean over seeds of `metric` against the parameter count (the index of `stats`), min-max band (1-3b)."""
+    params, column = stats.index.to_numpy(), stats[metric]
+    (line,) = ax.plot(params, column["mean"], "o-", markersize=4, color=color, label=f"{label}, mean")
+    ax.fill_between(params, column["min"], column["max"], color=line.get_color(), alpha=0.2, linewidth=0,
+                    label=f"{label}, min-max over seeds")
+
+
+def _params_axes(axs, ylabels: Sequence[str], titles: Sequence[str], fitting: int | None) -> None:
+    """Log parameter axis, labels, grid, legend and the size from which every seed fits the training set (1-3b)."""
+    for ax, ylabel, title in zip(axs, ylabels, titles):
+        if fitting is not None:
+            ax.axvline(fitting, color="0.4", ls="--", lw=1, label="every seed fits the training set from here")
+        ax.set(xscale="log", xlabel="number of parameters", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
+
+
+def params_vs_metrics(stats, fitting: int | None = None, title: str = "") -> Figure:
+    """Training and test loss (log) and accuracy against the parameter count, mean and seed band (1-3b)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    for split, color in SPLIT_COLORS.items():
+        seed_band(stats, f"{split}_loss", split, ax_loss, color)
+        seed_band(stats, f"{split}_acc", split, ax_acc, color)
+    ax_loss.set_yscale("log")
+    _params_axes((ax_loss, ax_acc), ("cross-entropy loss", "accuracy"),
+                 ("Loss vs parameters", "Accuracy vs parameters"), fitting)
+    fig.suptitle(title)
+    return fig
+
+
+def params_vs_gap(stats, fitting: int | None = None, title: str = "") -> Figure:
+    """The generalisation gap in loss (test - train) and accuracy (train - test) against the parameter count (1-3b)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    seed_band(stats, "loss_gap", "test - train loss", ax_loss, "tab:purple")
+    seed_band(stats, "acc_gap", "train - test accuracy", ax_acc, "tab:purple")
+    for ax in (ax_loss, ax_acc):
+        ax.axhline(0, color="k", lw=0.8)
+    _params_axes((ax_loss, ax_acc), ("loss gap", "accuracy gap"), ("Gap in loss", "Gap in accuracy"), fitting)
+    fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Random and corrupted labels (1-3a)
+# ---------------------------------------------------------------------------------------------------------
+
+LABEL_COLORS = {"random labels": "tab:red", "true labels": "tab:blue"}
+
+
+def label_fit_curves(runs: Mapping[str, Sequence], chance: float, title: str = "") -> Figure:
+    """Training (solid) and test (dashed) loss and accuracy against epochs, median over seeds with min-max band."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    for name, histories in runs.items():
+        epochs = histories[0].epoch
+        for split, style in (("train", "-"), ("test", "--")):
+            for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+                values = np.array([getattr(h, f"{split}_{metric}") for h in histories])
+                band(epochs, values, f"{name}, {split}", ax=ax, color=LABEL_COLORS.get(name), quantiles=(0, 1),
+                     linestyle=style)
+    ax_acc.axhline(chance, color="grey", linewidth=0.8, linestyle=":", label="chance")
+    ax_loss.set(yscale="log", xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize="small")
+    return fig
+
+
+def memorisation_growth(table, curves: Mapping[int, Sequence], threshold: float, title: str = "") -> Figure:
+    """Epochs to memorise against the training-set size (log x, one dot per seed, mean line) and the
+    random-label training accuracy per size (median over seeds, min-max band)."""
+    fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    means = table.groupby("n_train")["epochs"].mean()
+    ax.plot(means.index, means.to_numpy(), color="k", marker="o", label="mean over seeds")
+    ax.scatter(table["n_train"], table["epochs"], color="tab:red", alpha=0.6, label="one seed")
+    ax.set(xscale="log", xlabel="training images (random labels)", ylim=(0, None),
+           ylabel=f"first epoch with training accuracy $\\geq$ {threshold:.0%}", title="Epochs to memorise")
+    ax.set_xticks(means.index, [f"{n:,}" for n in means.index])
+    ax.minorticks_off()
+    for n, histories in curves.items():
+        band(histories[0].epoch, np.array([h.train_acc for h in histories]), f"{n:,} images", ax=ax_acc,
+             quantiles=(0, 1))
+    ax_acc.axhline(threshold, color="grey", linewidth=0.8, linestyle=":")
+    ax_acc.set(xlabel="epoch", ylabel="training accuracy (random labels)", ylim=(0, 1.02),
+               title="Training accuracy per training-set size")
+    for axis in (ax, ax_acc):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    fig.suptitle(title, fontsize="small")
+    return fig
+
+
+def corruption_sweep(table, chance_error: float, title: str = "") -> Figure:
+    """Training and test error against the fraction of corrupted labels: one dot per seed, mean line (Zhang Fig. 1c)."""
+    fig, ax = axes(figsize=(6.4, 4.2))
+    for column, color, name in (("train_error", "tab:blue", "training error"), ("test_error", "tab:red", "test error")):
+        means = table.groupby("fraction")[column].mean()
+        ax.plot(means.index, means.to_numpy(), color=color, marker="o", label=f"{name}, mean over seeds")
+        ax.scatter(table["fraction"], table[column], color=color, alpha=0.5, s=16)
+    ax.axhline(chance_error, color="grey", linewidth=0.8, linestyle=":", label="chance error")
+    ax.set(xlabel="label corruption (probability each training label is redrawn)", ylabel="error",
+           ylim=(-0.02, 1.0), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def family_training(runs, title: str = "") -> Figure:
+    """Training loss (log) and training accuracy against optimiser steps of every model of a `TaskRuns`.
+
+    One colour per model, solid for the first family and dashed for the next; the line is the median
+    over seeds and the band the seeds' range.
+    """
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12.5, 4.4), layout="constrained")
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for style, (family, ensembles) in zip(("-", "--", ":"), runs.ensembles.items()):
+        for name, ensemble in ensembles.items():
+            color = next(colors)
+            steps = np.asarray(ensemble.histories[0].epoch) * ensemble.histories[0].steps_per_epoch
+            for ax, key in ((ax_loss, "train_loss"), (ax_acc, "train_acc")):
+                values = np.array([getattr(h, key) for h in ensemble.histories])
+                ax.plot(steps, np.median(values, axis=0), style, color=color, marker=".", label=f"{family} {name}")
+                ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
+    ax_loss.set(yscale="log", xlabel="optimiser step", ylabel="training loss (cross-entropy)", title="Training loss")
+    ax_acc.set(xlabel="optimiser step", ylabel="training accuracy", title="Training accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2)
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Measures against the batch size and the generalisation gap (1-3d)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _batch_size_axes(ax: Axes, ylabel: str, logy: bool) -> None:
+    """Log2 batch-size axis, y label and scale, grid and legend (1-3d)."""
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="batch size", ylabel=ylabel, yscale="log" if logy else "linear")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+
+
+def batch_size_panels(stats, panels: Sequence[tuple[str, Mapping[str, str], bool]], title: str = "",
+                      columns: int = 3) -> Figure:
+    """One panel per (y label, {column: label}, log y): seed means with min-max bands against the batch size (1-3d)."""
+    rows = math.ceil(len(panels) / columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), layout="constrained", squeeze=False)
+    for ax, (ylabel, series, logy) in zip(grid.flat, panels):
+        for column, label in series.items():
+            seed_band(stats, column, label, ax)
+        _batch_size_axes(ax, ylabel, logy)
+    for ax in list(grid.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig
+
+
+def measures_vs_gap(runs, measures: Mapping[str, str], gaps: Mapping[str, str], rho, title: str = "") -> Figure:
+    """Each measure (rows) against each gap (columns), one dot per model coloured by log2 batch size (1-3d).
+
+    `rho` is a correlations table indexed by (measure label, gap label) with rho, low and high, shown in
+    each panel's title.
+    """
+    fig, grid = plt.subplots(len(measures), len(gaps), figsize=(4.6 * len(gaps), 3.4 * len(measures)),
+                             layout="constrained", squeeze=False)
+    colour = np.log2(runs["batch_size"].to_numpy(float))
+    for row, (column, label) in zip(grid, measures.items()):
+        for ax, (gap, gap_label) in zip(row, gaps.items()):
+            points = ax.scatter(runs[gap], runs[column], c=colour, cmap="viridis", s=28)
+            r = rho.loc[(label, gap_label)]
+            ax.set(xlabel=gap_label, ylabel=label,
+                   title=f"Spearman {r['rho']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]")
+            ax.grid(alpha=0.3)
+    fig.colorbar(points, ax=grid, label="log2 batch size")
+    fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Interpolation between two models and flatness around each (1-3c)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def interpolation_line(train_curve: Mapping[str, np.ndarray], test_curve: Mapping[str, np.ndarray],
+                       end_names: tuple[str, str], title: str = "", ax: Axes | None = None) -> Figure:
+    """The course's figure of one line: cross-entropy (log, left) and accuracy (right) against alpha, ends marked."""
+    fig = twin_axes(train_curve["alpha"], {"train loss": train_curve["loss"], "test loss": test_curve["loss"]},
+                    {"train accuracy": train_curve["accuracy"], "test accuracy": test_curve["accuracy"]},
+                    left_label="cross-entropy (log scale)", right_label="accuracy", xlabel=r"$\alpha$", ax=ax,
+                    logy_left=True, title=title)
+    axis = fig.axes[0] if ax is None else ax
+    for alpha in (0.0, 1.0):
+        axis.axvline(alpha, color="gray", linewidth=0.8)
+    ends = axis.secondary_xaxis("top")
+    ends.set_xticks([0.0, 1.0], labels=[f"$\\theta_1$: {end_names[0]}", f"$\\theta_2$: {end_names[1]}"],
+                    fontsize="small", color="gray")
+    return fig
+
+
+def filter_normalized_profiles(steps: Sequence[float], profiles: Mapping[str, np.ndarray], rise: float,
+                               title: str = "", ax: Axes | None = None) -> Figure:
+    """Training loss along filter-normalised directions through each model: median and min-max band over directions.
+
+    A dotted line per model marks its loss at t = 0 plus `rise`, the level that defines its radius.
+    """
+    fig, ax = axes(ax)
+    zero = int(np.flatnonzero(np.asarray(steps) == 0)[0])
+    for label, runs in profiles.items():
+        band(steps, runs, label, ax=ax, quantiles=(0.0, 1.0))
+        ax.axhline(np.median(runs[:, zero]) + rise, color=ax.get_lines()[-1].get_color(), linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set(xlabel="step t along the direction (units of each weight row's own norm)",
+           ylabel="training cross-entropy (log scale)", title=title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig

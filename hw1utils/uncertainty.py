@@ -8,6 +8,7 @@ over `resamples` bootstrap draws from `numpy.random.default_rng(seed)`, so a cal
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -107,9 +108,10 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, resamples: int, seed: int,
                      level: float = 0.95) -> dict[str, float]:
     """Spearman rho of a and b, with a percentile bootstrap interval over runs (resampled in pairs).
 
-    Needs at least 3 pairs (the rank correlation of 2 points is +-1 by construction) and non-constant a
-    and b. Resamples where a or b happens to be constant have no rho and are left out of the interval
-    (without a warning). Returns rho, low, high.
+    Needs at least 3 pairs (the rank correlation of 2 points is +-1 by construction). When a or b is
+    constant the correlation is undefined and rho, low and high are all NaN (stored as null). Resamples
+    where a or b happens to be constant have no rho and are left out of the interval (without a
+    warning). Returns rho, low, high.
     """
     a, b = _numeric(a, "a"), _numeric(b, "b")
     n = _same_length((a, b), "a and b")
@@ -117,7 +119,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, resamples: int, seed: int,
         raise ValueError(f"a rank correlation needs at least 3 pairs (of 2 points it is +-1 by construction), "
                          f"got {n}")
     if np.ptp(a) == 0 or np.ptp(b) == 0:
-        raise ValueError("a rank correlation needs a and b to vary (one of them is constant)")
+        return {"rho": math.nan, "low": math.nan, "high": math.nan}
     with warnings.catch_warnings():  # constant resamples give NaN draws, which the interval leaves out
         warnings.simplefilter("ignore", ConstantInputWarning)
         out = bootstrap_interval(lambda x, y: spearmanr(x, y).statistic, a, b, resamples=resamples, seed=seed,

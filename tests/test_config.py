@@ -85,3 +85,18 @@ def test_results_are_rounded_and_strict_json(monkeypatch, tmp_path):
     config.set_notebook("nb-stem")
     path = config.save_results({"x": 0.1 + 0.2, "bad": float("nan"), "nested": [np.float64(1 / 3)]})
     assert json.loads(path.read_text()) == {"x": 0.3, "bad": None, "nested": [0.333333333333]}
+
+
+def test_hw1_threads_sets_torch_threads_and_rejects_nonsense(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("HW1_THREADS", "1")
+        config.apply_threads()
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("HW1_THREADS", "two")
+        with pytest.raises(ValueError, match="HW1_THREADS='two' is not a positive whole number"):
+            config.apply_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -23,12 +23,31 @@ def test_count_params_skips_frozen():
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
-def test_cnn_shapes(shape):
-    net = models.cnn(shape, [4, 8, 8], [16], 10)
+def test_cnn_shapes_and_count_by_hand(shape):
+    net = models.cnn(shape, [4, 8, 8], 10)
     assert net(torch.zeros(2, *shape)).shape == (2, 10)
+    assert models.count_params(net) == (9 * shape[0] * 4 + 4) + (9 * 4 * 8 + 8) + (9 * 8 * 8 + 8) + (8 * 10 + 10)
+    pools = sum(isinstance(m, nn.MaxPool2d) for m in net)
+    assert pools == 3  # 28 -> 14 -> 7 -> 3 (32 -> 16 -> 8 -> 4): a pool after each conv while the map is >= 4 px
     table = models.summary(net, shape)
     assert table.parameters.iloc[-1] == models.count_params(net)
     assert table.layer.iloc[-1] == "total"
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("depth", [2, 3, 4, 6])
+def test_cnn_with_params_equal_widths_and_mostly_convolutions(shape, depth):
+    net = models.cnn_with_params(shape, depth, 10, target=6_000)
+    widths = [m.out_channels for m in net if isinstance(m, nn.Conv2d)]
+    assert len(widths) == depth and len(set(widths[:-1])) <= 1
+    assert abs(models.count_params(net) - 6_000) <= 60
+    conv = sum(models.count_params(m) for m in net if isinstance(m, nn.Conv2d))
+    assert models.conv_fraction(net) == conv / models.count_params(net) > 0.9
+
+
+def test_cnn_with_params_unreachable_depth_names_it():
+    with pytest.raises(ValueError, match=r"no CNN on 1x28x28 input with 6 layers has 50 parameters .*closest"):
+        models.cnn_with_params((1, 28, 28), 6, 10, target=50)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 5, 7])

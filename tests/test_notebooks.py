@@ -36,6 +36,24 @@ def test_notebook_runs_in_quick_profile(path, quick):
     assert seconds < QUICK_LIMIT_S, f"{path.name} took {seconds:.0f} s in the quick profile"
 
 
+@pytest.mark.notebook
+def test_1_1b_runs_on_full_size_cifar_shaped_data(quick, monkeypatch):
+    """The CIFAR-10 path end to end: 50,000 + 10,000 synthetic CIFAR-shaped images in torchvision's layout."""
+    from hw1utils import data
+
+    data.write_cifar_like(quick / "data", n_train=50_000, n_test=10_000)
+    monkeypatch.setenv("HW1_DATA", str(quick / "data"))
+    monkeypatch.setenv("HW1_OFFLINE", "1")
+    path = next(p for p in all_notebooks() if p.stem == "1-1b_train_actual_task")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    results = json.loads((quick / "figures" / path.stem / "results.json").read_text())
+    assert "synthetic CIFAR-shaped data" in results["second_task"]
+    task = "CIFAR-shaped (synthetic)"
+    assert results["budget"][task]["steps"] > 0 and set(results["final"][task]) >= {"CNN 6 conv", "DNN 6 hidden"}
+    assert "50,000 train / 10,000 test" in results["source"][task]
+
+
 def shown_outputs(path):
     """The notebook's outputs without images: what a rerun of unchanged code must reproduce byte for byte."""
     nb = json.loads(path.read_text())
@@ -96,3 +114,17 @@ def test_clean_sets_the_kernelspec_and_drops_volatile_state():
 def test_a_relative_output_folder_is_made_absolute(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert notebooks.output_root(tmp_path.joinpath("out").relative_to(tmp_path)) == tmp_path / "out"
+
+
+def test_thread_policy_shares_the_cores(monkeypatch):
+    monkeypatch.setattr(notebooks.os, "cpu_count", lambda: 8)
+    assert notebooks.kernel_threads(jobs=8, notebooks=9) == 1
+    assert notebooks.kernel_threads(jobs=2, notebooks=9) == 4
+    assert notebooks.kernel_threads(jobs=8, notebooks=2) == 4  # idle workers leave their cores to the others
+    assert notebooks.kernel_threads(jobs=16, notebooks=9) == 1
+
+
+def test_runner_rejects_zero_jobs(capsys):
+    with pytest.raises(SystemExit):
+        notebooks.main(["run", "--jobs", "0", str(all_notebooks()[0])])
+    assert "--jobs must be at least 1" in capsys.readouterr().err

@@ -234,3 +234,23 @@ def test_eval_every_zero_trains_without_evaluating():
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters()))
     with pytest.raises(ValueError, match="eval_every"):
         trained(0, epochs=1, lr=1e-2, eval_every=-1)
+
+
+def test_cnn_members_on_cpu_train_one_after_another_like_separate_fits():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 1, 8, 8, generator=g), torch.randint(0, 3, (96,), generator=g)
+    build_cnn = lambda: models.cnn((1, 8, 8), [3, 4], 3)  # noqa: E731
+    assert not train._stacking_pays(build_cnn(), CPU) and train._stacking_pays(build(), CPU)
+    kw = dict(epochs=2, lr=1e-2, batch_size=32, progress=False, device=CPU)
+    lrs = [1e-2, 3e-3]
+    auto = train.fit_ensemble(build_cnn, [1, 2], (x, y), **(kw | {"lr": lrs}))
+    stacked = train.fit_ensemble(build_cnn, [1, 2], (x, y), stacked=True, **(kw | {"lr": lrs}))
+    for k, (seed, lr) in enumerate(zip([1, 2], lrs)):
+        torch.manual_seed(seed)
+        model = build_cnn()
+        history = train.fit(model, (x, y), seed=seed, **(kw | {"lr": lr}))
+        assert history.train_loss == auto.histories[k].train_loss  # the same code path: bit for bit
+        for p, q, r in zip(model.parameters(), auto.model(k).parameters(), stacked.model(k).parameters()):
+            assert torch.equal(p, q)
+            torch.testing.assert_close(q, r, rtol=1e-4, atol=1e-5)
+    assert auto.forward(x).shape == (2, 96, 3)

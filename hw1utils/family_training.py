@@ -1,0 +1,98 @@
+"""Equal-size model families trained to one step budget on an image task (HW1-1b): runs, finals, verdicts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import config, data
+from .deep_shallow import Architecture
+from .train import Ensemble, fit_ensemble
+
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")  # final values kept per seed
+
+
+@dataclass
+class TaskRuns:
+    """Every model of every family trained on one data set with the same budget."""
+
+    task: str  # the data set's title, e.g. "MNIST"
+    dataset: data.ImageDataset
+    epochs: int  # passes over the training set, the same for every model
+    steps: int  # optimiser steps every model took
+    ensembles: dict[str, dict[str, Ensemble]]  # family -> model name -> its seeds, trained together
+
+    def finals(self, metric: str) -> dict[tuple[str, str], np.ndarray]:
+        """(family, model) -> the final value of `metric` of each seed."""
+        return {(family, name): np.array([h.final()[metric] for h in ensemble.histories])
+                for family, models in self.ensembles.items() for name, ensemble in models.items()}
+
+
+def budget_epochs(n_train: int, batch_size: int, steps: int) -> int:
+    """The whole number of epochs (at least 1) whose optimiser steps come closest to `steps`."""
+    if steps < 1 or batch_size < 1 or n_train < 1:
+        raise ValueError(f"steps, batch_size and n_train must be positive, got {steps}, {batch_size}, {n_train}")
+    return max(1, round(steps / math.ceil(n_train / batch_size)))
+
+
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+
+def is_synthetic(dataset: data.ImageDataset) -> bool:
+    """True for the CIFAR-shaped stand-in that `data.write_cifar_like` writes."""
+    return dataset.source.startswith(data.SYNTHETIC_CIFAR)
+
+
+def task_title(dataset: data.ImageDataset) -> str:
+    """The data set's name for titles and tables ("CIFAR-shaped (synthetic)" for the stand-in)."""
+    return "CIFAR-shaped (synthetic)" if is_synthetic(dataset) else TITLES[dataset.name.split("+")[0]]
+
+
+def second_task(download: bool = True) -> tuple[data.ImageDataset, str]:
+    """CIFAR-10 when its files are present (or downloadable), else full Fashion-MNIST; and one line saying which."""
+    try:
+        cifar = data.load_dataset("cifar10", download=download)
+        if is_synthetic(cifar):
+            return cifar, ("The CIFAR-10 folder holds synthetic CIFAR-shaped data (hw1utils.data.write_cifar_like), "
+                           "so the second task is that stand-in, not CIFAR-10.")
+        return cifar, "CIFAR-10 was found, so the second task is CIFAR-10."
+    except FileNotFoundError:
+        folder = config.shown_path(config.data_dir() / "cifar-10-batches-py")
+        tried = f"no files in {folder}" + (" and no download" if download else "")
+    return data.load_dataset("fashion-mnist"), (f"CIFAR-10 is not available here ({tried}), so the second task "
+                                                "is the full Fashion-MNIST.")
+
+
+def train_families(task: str, dataset: data.ImageDataset, families: Mapping[str, Sequence[Architecture]], *,
+                   steps: int, batch_size: int, lr: float, seeds: Sequence[int], evaluations: int,
+                   device: torch.device, cache: str | None = None) -> TaskRuns:
+    """Train every model of `families` on `dataset` for the same whole epochs nearest `steps` (Adam, `lr`).
+
+    The seeds of one model train together (one `fit_ensemble`); loss and accuracy on the whole training
+    and test sets are measured at about `evaluations` points. `cache` prefixes the cache entry names.
+    """
+    tensors = dataset.float_tensors(device)
+    epochs = budget_epochs(len(dataset.y_train), batch_size, steps)
+    eval_every = max(1, epochs // evaluations)
+    ensembles = {family: {a.name: fit_ensemble(
+        a.build, seeds, tensors, epochs=epochs, lr=lr, batch_size=batch_size, eval_every=eval_every, device=device,
+        cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
+        for family, archs in families.items()}
+    return TaskRuns(task, dataset, epochs, epochs * math.ceil(len(dataset.y_train) / batch_size), ensembles)
+
+
+def final_table(runs: Sequence[TaskRuns]) -> pd.DataFrame:
+    """Per (task, family, model): mean over seeds of the final metrics, and the test accuracy's seed range."""
+    rows = {}
+    for run in runs:
+        finals = {metric: run.finals(metric) for metric in METRICS}
+        for key in finals["train_loss"]:
+            means = {metric.replace("_", " "): float(finals[metric][key].mean()) for metric in METRICS}
+            rows[(run.task, *key)] = {**means, "test acc min": float(finals["test_acc"][key].min()),
+                                      "test acc max": float(finals["test_acc"][key].max())}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["task", "family", "model"])

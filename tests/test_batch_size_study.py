@@ -1,0 +1,145 @@
+"""Tests of hw1utils.batch_size_study (1-3d): batch-size checks, the training-loss stopping rule, the
+correlation table, and the two plot helpers of 1-3d."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hw1utils import batch_size_study as study
+from hw1utils import models, plots, train, uncertainty
+from hw1utils.weight_vector import flat_params
+
+TARGET = 0.3
+
+
+def _data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linearly separable-ish 3-class data: 8 features, labels from a fixed random linear map."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=generator)
+    return x, (x @ torch.randn(8, 3, generator=generator)).argmax(1)
+
+
+def _build() -> torch.nn.Module:
+    """A small MLP 8 -> 16 -> 3."""
+    return models.mlp(8, [16], 3)
+
+
+def test_check_batch_sizes_accepts_full_batch_and_refuses_larger_or_unordered():
+    assert study.check_batch_sizes((4, 16, 64), 64) == [4, 16, 64]
+    with pytest.raises(ValueError, match="larger than the 64 training images.*full batch"):
+        study.check_batch_sizes((4, 128), 64)
+    with pytest.raises(ValueError, match="increasing"):
+        study.check_batch_sizes((16, 4), 64)
+    with pytest.raises(ValueError, match="positive integers"):
+        study.check_batch_sizes((0, 4), 64)
+
+
+def test_step_budget_and_check_interval_follow_their_closed_forms():
+    assert study.step_budget(8, 8, 2400, 450) == 2400
+    assert study.step_budget(32, 8, 2400, 450) == 1200  # 2400 * sqrt(8 / 32)
+    assert study.step_budget(1024, 8, 2400, 450) == 450  # the floor
+    assert study.steps_per_epoch(8, 1024) == 128 and study.steps_per_epoch(1000, 1024) == 2
+    assert study.check_every(8, 1024, 16) == 1 and study.check_every(512, 1024, 16) == 8
+
+
+def test_train_to_target_stops_each_model_at_its_first_check_below_the_target():
+    x, y = _data()
+    schedule, trained = study.train_to_target(_build, [8, 64], [0, 1], x, y, target=TARGET, lr=1e-2,
+                                              steps_at_smallest=80, step_floor=48, check_steps=4)
+    assert len(schedule) == 4 and set(trained) == {(8, 0), (8, 1), (64, 0), (64, 1)}
+    for row in schedule.itertuples():
+        every = study.check_every(row.batch_size, len(x), 4)
+        # the same training without a hook, for as long as the budget: the losses at every check
+        reference = train.fit_ensemble(_build, [0, 1], (x, y), epochs=row.budget_steps // study.steps_per_epoch(
+            row.batch_size, len(x)), lr=1e-2, batch_size=row.batch_size, eval_every=every, progress=False)
+        history = reference.histories[[0, 1].index(row.seed)]
+        first = next(e for e, loss in zip(history.epoch, history.train_loss) if loss <= TARGET)
+        assert row.epochs == first and row.steps == first * study.steps_per_epoch(row.batch_size, len(x))
+        loss, _ = train.evaluate(trained[row.batch_size, row.seed], x, y)
+        assert loss <= TARGET < history.train_loss[history.epoch.index(first) - 1]
+        # and its weights are those of a plain training for exactly that many epochs
+        again = train.fit_ensemble(_build, [0, 1], (x, y), epochs=first, lr=1e-2, batch_size=row.batch_size,
+                                   eval_every=0, progress=False)
+        torch.testing.assert_close(flat_params(trained[row.batch_size, row.seed]),
+                                   again.flat()[[0, 1].index(row.seed)], rtol=1e-5, atol=1e-6)
+
+
+def test_train_to_target_says_when_the_budget_is_too_small():
+    x, y = _data()
+    with pytest.raises(RuntimeError, match="stayed above 1e-06.*raise the step budget"):
+        study.train_to_target(_build, [64], [0], x, y, target=1e-6, lr=1e-3, steps_at_smallest=3, step_floor=3,
+                              check_steps=1)
+    with pytest.raises(ValueError, match="target must be positive"):
+        study.train_to_target(_build, [64], [0], x, y, target=0.0, lr=1e-3, steps_at_smallest=3, step_floor=3,
+                              check_steps=1)
+
+
+def test_generalisation_gaps_are_test_minus_train_loss_and_train_minus_test_accuracy():
+    x, y = _data()
+    model = _build()
+    out = study.generalisation(model, x[:40], y[:40], x[40:], y[40:])
+    assert math.isclose(out["loss_gap"], out["test_loss"] - out["train_loss"])
+    assert math.isclose(out["acc_gap"], out["train_acc"] - out["test_acc"])
+    assert math.isclose(out["test_acc"], study.correctness(model, x[40:], y[40:]).mean())
+
+
+def _runs() -> pd.DataFrame:
+    """12 fake models: a measure rising with the gap, and one unrelated to it."""
+    rng = np.random.default_rng(1)
+    gap = np.linspace(0.1, 0.5, 12)
+    return pd.DataFrame({"batch_size": np.repeat([8, 32, 128, 512], 3), "seed": np.tile([0, 1, 2], 4),
+                         "loss_gap": gap, "rising": gap + 0.01 * rng.normal(size=12), "noise": rng.normal(size=12)})
+
+
+def test_correlations_match_rank_correlation_and_claim_only_intervals_that_exclude_zero():
+    runs = _runs()
+    table = study.correlations(runs, {"rising": "rising", "noise": "noise"}, {"loss_gap": "gap"}, 500, 0)
+    expected = uncertainty.rank_correlation(runs["rising"].to_numpy(), runs["loss_gap"].to_numpy(), 500, 0)
+    assert table.loc[("rising", "gap"), "rho"] == pytest.approx(expected["rho"])
+    assert table.loc[("rising", "gap"), "claim"] and table.loc[("rising", "gap"), "low"] > 0
+    noise = table.loc[("noise", "gap")]
+    assert noise["claim"] == bool(noise["low"] > 0 or noise["high"] < 0)
+    stats = study.by_batch_size(runs, ["rising"])
+    assert list(stats.index) == [8, 32, 128, 512]
+    assert stats.loc[8, ("rising", "max")] == runs["rising"][:3].max()
+
+
+def test_batch_size_plots_draw_one_panel_per_spec_and_one_dot_per_model():
+    runs = _runs()
+    stats = study.by_batch_size(runs, ["rising", "noise"])
+    fig = plots.batch_size_panels(stats, [("a", {"rising": "rising"}, True), ("b", {"noise": "noise"}, False)],
+                                  columns=3)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2 and visible[0].get_yscale() == "log" and visible[0].get_xscale() == "log"
+    plt.close(fig)
+    table = study.correlations(runs, {"rising": "rising"}, {"loss_gap": "gap"}, 200, 0)
+    fig = plots.measures_vs_gap(runs, {"rising": "rising"}, {"loss_gap": "gap"}, table)
+    assert len(fig.axes[0].collections[0].get_offsets()) == len(runs)
+    assert fig.axes[0].get_title().startswith("Spearman +")
+    plt.close(fig)
+
+
+def test_paired_accuracy_matches_mcnemar_and_the_paired_bootstrap_per_seed():
+    rng = np.random.default_rng(3)
+    correct = {(b, s): rng.random(200) < p for b, p in ((8, 0.9), (64, 0.8)) for s in (0, 1)}
+    table = study.paired_accuracy(correct, 8, 64, [0, 1], 300, 0)
+    for s in (0, 1):
+        exact = uncertainty.mcnemar(correct[8, s], correct[64, s])
+        interval = uncertainty.paired_bootstrap_difference(correct[8, s], correct[64, s], 300, 0)
+        assert table.loc[s, "b"] == exact["b"] and table.loc[s, "p_value"] == pytest.approx(exact["p_value"])
+        assert table.loc[s, "bootstrap_low"] == pytest.approx(interval["low"])
+        assert table.loc[s, "difference"] == pytest.approx(correct[8, s].mean() - correct[64, s].mean())
+
+
+def test_training_lengths_summarise_each_batch_size():
+    runs = pd.DataFrame({"batch_size": [8, 8, 64], "steps": [100, 120, 20], "epochs": [2, 3, 20],
+                         "check_steps": [8, 8, 1], "budget_steps": [200, 200, 40], "train_loss": [0.1, 0.2, 0.3]})
+    table = study.training_lengths(runs).set_index("batch_size")
+    assert table.loc[8, "steps_min"] == 100 and table.loc[8, "steps_max"] == 120
+    assert table.loc[8, "epochs_mean"] == 2.5 and table.loc[64, "train_loss_max"] == 0.3

@@ -1,10 +1,15 @@
-"""Linear interpolation between two trained models: the blended model, and the cross-entropy loss and
-accuracy at points of the line from one to the other (Goodfellow et al. 2015; notebook 1-3c)."""
+"""Linear interpolation between two trained models (Goodfellow et al. 2015; notebook 1-3c): the blended model,
+the cross-entropy loss and accuracy along the line, and what is needed to read such a line fairly: each
+end trained to its best checkpoint, the ends' weight norms, per-image scores for paired tests, and a
+scale-invariant flatness measure around each end (filter-normalised random directions, Li et al. 2018),
+which a ReLU layer rescaling that keeps the function (Dinh et al. 2017) leaves unchanged."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from hw1utils._evaluation import _dataset_mean, _device_of, _stateless
+from hw1utils import landscape, train, uncertainty
+from hw1utils._evaluation import _dataset_mean, _device_of, _eval_copy, _stateless
+from hw1utils.weight_vector import flat_params, set_flat_params
 
 
 def _blend(start: Tensor, end: Tensor, alpha: Tensor | float) -> Tensor:
@@ -79,3 +86,155 @@ def interpolation_curve(model_a: nn.Module, model_b: nn.Module, alphas: Sequence
     with torch.no_grad():
         loss, accuracy = _dataset_mean(chunk_means, batch_size, device, x, y)
     return {"alpha": alpha.cpu().numpy(), "loss": loss.cpu().numpy(), "accuracy": accuracy.cpu().numpy()}
+
+
+# ------------------------------------------------------------------------------------------- the endpoints
+
+
+def check_schedule(n_examples: int, batch_size: int, steps: int, checks: int) -> tuple[int, int]:
+    """(epochs, every): whole epochs making >= `steps` steps, checked every `every` epochs, the last one included."""
+    for name, value in (("n_examples", n_examples), ("batch_size", batch_size), ("steps", steps), ("checks", checks)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    needed = math.ceil(steps / math.ceil(n_examples / batch_size))
+    every = max(1, round(needed / checks))
+    return every * math.ceil(needed / every), every
+
+
+def fit_endpoint(build: Callable[[], nn.Module], data: tuple[Tensor, ...], *, batch_size: int, lr: float,
+                 steps: int, checks: int, seed: int, cache: str | None = None,
+                 **fit_options: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """`build()` (after torch.manual_seed(seed)) trained with Adam for >= `steps` steps, returned at its best check.
+
+    The whole training set is evaluated, and the weights saved, about `checks` times (`check_schedule`);
+    the model returned holds the checked weights with the lowest training loss (epoch 0 excluded), so a
+    learning rate that makes the loss jump is not judged at a spike. Returns the model and a summary:
+    epochs and steps trained, the chosen epoch and its step, the metrics there, and the History as a dict.
+    """
+    torch.manual_seed(seed)
+    model = build()
+    epochs, every = check_schedule(len(data[1]), batch_size, steps, checks)
+    history = train.fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eval_every=every,
+                        snapshot_every=every, cache=cache, **fit_options)
+    best = 1 + int(np.argmin(history.train_loss[1:]))
+    set_flat_params(model, history.snapshots[history.epoch[best]].to(flat_params(model)))
+    metrics = {key: getattr(history, key)[best] for key in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    return model, {"epochs": epochs, "steps": epochs * history.steps_per_epoch, "best_epoch": history.epoch[best],
+                   "best_step": history.epoch[best] * history.steps_per_epoch, **metrics,
+                   "weight_norm": flat_params(model).norm().item(), "history": history.to_dict()}
+
+
+def line_scales(model_a: nn.Module, model_b: nn.Module) -> dict[str, float]:
+    """The ends' weight norms, the line's length |theta_b - theta_a|, and that length in units of each end's norm."""
+    _check_interpolable(model_a, model_b)
+    theta_a, theta_b = flat_params(model_a).detach(), flat_params(model_b).detach()
+    norm_a, norm_b, length = theta_a.norm().item(), theta_b.norm().item(), (theta_b - theta_a).norm().item()
+    return {"norm_a": norm_a, "norm_b": norm_b, "length": length, "length_per_norm_a": length / norm_a,
+            "length_per_norm_b": length / norm_b}
+
+
+@torch.no_grad()
+def per_example_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """Per example: the cross-entropy, the arg-max prediction and whether it is right (eval mode, model untouched)."""
+    net = _eval_copy(model)
+    device = _device_of(net)
+    logits = torch.cat([net(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
+    target = y.to(device)
+    prediction = logits.argmax(1)
+    return {"loss": F.cross_entropy(logits, target, reduction="none").double().cpu().numpy(),
+            "prediction": prediction.cpu().numpy(), "correct": (prediction == target).cpu().numpy()}
+
+
+def _grid_index(alpha: np.ndarray, value: float) -> int:
+    """Index of `value` in the alpha grid (ValueError when it is not a grid point)."""
+    index = int(np.abs(alpha - value).argmin())
+    if not np.isclose(alpha[index], value, rtol=0, atol=1e-9):
+        raise ValueError(f"alpha = {value:g} is not on the grid ({alpha[0]:g} .. {alpha[-1]:g}, {len(alpha)} points); "
+                         "choose a grid that contains it")
+    return index
+
+
+def line_summary(train_curve: dict[str, np.ndarray], test_curve: dict[str, np.ndarray],
+                 outside: float) -> dict[str, float]:
+    """What a reader of one interpolation figure looks at, from `interpolation_curve` results on train and test.
+
+    The training loss at the ends (alpha 0 and 1) and its highest value between them (where, and how
+    many times the higher end), the largest drop of training accuracy between the ends below the lower
+    end, the training loss `outside` line lengths beyond each end (alpha -outside and 1 + outside,
+    raw parameter units) and the test accuracy at the grid's first and last alpha.
+    """
+    alpha, loss, accuracy = train_curve["alpha"], train_curve["loss"], train_curve["accuracy"]
+    a, b = _grid_index(alpha, 0.0), _grid_index(alpha, 1.0)
+    between = np.flatnonzero((alpha >= 0) & (alpha <= 1))
+    peak = between[loss[between].argmax()]
+    return {"train_loss_a": float(loss[a]), "train_loss_b": float(loss[b]), "peak_train_loss": float(loss[peak]),
+            "peak_alpha": float(alpha[peak]), "peak_over_higher_end": float(loss[peak] / max(loss[a], loss[b])),
+            "train_acc_drop": float(min(accuracy[a], accuracy[b]) - accuracy[between].min()),
+            "loss_beyond_a": float(loss[_grid_index(alpha, -outside)]),
+            "loss_beyond_b": float(loss[_grid_index(alpha, 1 + outside)]),
+            "test_acc_first": float(test_curve["accuracy"][0]), "test_acc_last": float(test_curve["accuracy"][-1])}
+
+
+# ----------------------------------------------------------------------------- flatness, scale-invariant
+
+
+def direction_profiles(model: nn.Module, x: Tensor, y: Tensor, steps: Sequence[float] | np.ndarray,
+                       seeds: Sequence[int], batch_size: int | None = 4096) -> np.ndarray:
+    """Mean cross-entropy on (x, y) at theta + t d_s, (len(seeds), len(steps)), d_s filter-normalised (Li et al. 2018).
+
+    Direction d_s is Gaussian (seed s) with each weight row rescaled to that row's norm in the model
+    and zero on biases, so a step t moves every row by t times its own length. Scaling one ReLU layer
+    by a > 0 and the next by 1/a keeps the function (Dinh et al. 2017) and scales d_s with it, so the
+    profile is unchanged; a step of fixed length in raw parameter units would not be.
+    """
+    if len(seeds) == 0:
+        raise ValueError("seeds is empty; pass at least one direction seed")
+    loss_fn = lambda out, target: F.cross_entropy(out, target)  # noqa: E731  mean over the chunk
+    return np.stack([landscape.loss_line(model, loss_fn, x, y, landscape.filter_normalized_direction(model, seed),
+                                         steps, batch_size=batch_size) for seed in seeds])
+
+
+def _first_crossing(t: np.ndarray, values: np.ndarray, level: float) -> float:
+    """The first t where `values` reach `level`, linear between grid points; nan where they never do."""
+    above = np.flatnonzero(values >= level)
+    if len(above) == 0:
+        return math.nan
+    j = above[0]
+    return float(t[j - 1] + (level - values[j - 1]) * (t[j] - t[j - 1]) / (values[j] - values[j - 1]))
+
+
+def flatness_radius(steps: Sequence[float] | np.ndarray, profiles: np.ndarray, rise: float) -> np.ndarray:
+    """Per ray, the smallest |t| at which the loss has risen by `rise` over its value at t = 0 (nan: never on the grid).
+
+    `steps` is an increasing grid that contains 0, `profiles` is (directions, steps) as from
+    `direction_profiles`; every direction gives two rays, t > 0 and t < 0. Returns the 2 * directions
+    radii, the positive rays first, each interpolated linearly between grid points.
+    """
+    t, losses = np.asarray(steps, dtype=float), np.atleast_2d(np.asarray(profiles, dtype=float))
+    zero = np.flatnonzero(t == 0)
+    if t.ndim != 1 or len(zero) != 1 or np.any(np.diff(t) <= 0) or losses.shape[1] != len(t):
+        raise ValueError(f"steps must be an increasing 1-D grid containing 0 once, with one column of profiles per "
+                         f"step; got {len(t)} steps and profiles of shape {losses.shape}")
+    if not rise > 0:
+        raise ValueError(f"rise must be a positive loss increase (nats), got {rise}")
+    i = zero[0]
+    rays = [(t[i:], losses[:, i:]), (-t[i::-1], losses[:, i::-1])]
+    return np.array([_first_crossing(side, row, row[0] + rise) for side, rows in rays for row in rows])
+
+
+def radius_ratio(radii_a: np.ndarray, radii_b: np.ndarray, resamples: int, seed: int,
+                 level: float = 0.95) -> dict[str, float]:
+    """Geometric-mean ratio of the radii of end a to those of end b, with a bootstrap interval over paired rays.
+
+    Ray k of both ends uses the same Gaussian seed and sign (each normalised to its own model), so the
+    rays are resampled in pairs. Above 1: end a is the flatter. Returns ratio, low and high.
+    """
+    a, b = np.asarray(radii_a, dtype=float), np.asarray(radii_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"radii_a and radii_b must be 1-D and paired (same length), got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all() and (a > 0).all() and (b > 0).all()):
+        raise ValueError("every radius must be positive and finite; a nan radius means the loss never rose by "
+                         "`rise` on the grid: widen the step grid or lower `rise`")
+    out = uncertainty.bootstrap_interval(lambda u, v: float(np.exp(np.mean(np.log(u) - np.log(v)))), a, b,
+                                         resamples=resamples, seed=seed, level=level)
+    return {"ratio": out["estimate"], "low": out["low"], "high": out["high"]}

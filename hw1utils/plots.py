@@ -533,7 +533,7 @@ def measures_vs_gap(runs, measures: Mapping[str, str], gaps: Mapping[str, str], 
     `rho` is a correlations table indexed by (measure label, gap label) with rho, low and high, shown in
     each panel's title.
     """
-    fig, grid = plt.subplots(len(measures), len(gaps), figsize=(4.6 * len(gaps), 3.4 * len(measures)),
+    fig, grid = plt.subplots(len(measures), len(gaps), figsize=(4.6 * len(gaps), 3.9 * len(measures)),
                              layout="constrained", squeeze=False)
     colour = np.log2(runs["batch_size"].to_numpy(float))
     for row, (column, label) in zip(grid, measures.items()):

@@ -105,3 +105,140 @@ def test_interpolation_curve_matches_hand_evaluation(build):
         assert curve["accuracy"][k] == pytest.approx(accuracy, abs=1e-12)
     assert a.training  # the caller's mode is left alone
     _assert_state_equal(a, saved_a)
+
+
+# ------------------------------------------------------------------------------ endpoints and line scales
+
+
+def test_check_schedule_makes_enough_whole_epochs_checked_on_the_last():
+    cases = ((4000, 64, 3000, 30), (60_000, 64, 3000, 30), (4000, 1024, 750, 30), (10, 64, 5, 3))
+    for n, batch, steps, checks in cases:
+        epochs, every = interpolation.check_schedule(n, batch, steps, checks)
+        steps_per_epoch = -(-n // batch)
+        assert epochs * steps_per_epoch >= steps > (epochs - every) * steps_per_epoch
+        assert epochs % every == 0 and epochs // every >= 1
+    assert interpolation.check_schedule(4000, 64, 3000, 30) == (48, 2)  # 63 steps per epoch, 48 epochs
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        interpolation.check_schedule(4000, 64, 0, 30)
+    with pytest.raises(ValueError, match="checks must be a positive integer"):
+        interpolation.check_schedule(4000, 64, 10, True)
+
+
+def test_fit_endpoint_returns_the_checked_weights_with_the_lowest_training_loss():
+    x, y = _data(64)
+    build = lambda: _net(0, hidden=8)  # noqa: E731
+    model, summary = interpolation.fit_endpoint(build, (x, y, x, y), batch_size=8, lr=0.3, steps=80, checks=8,
+                                                seed=3, progress=False)
+    history = summary["history"]
+    best = history["epoch"].index(summary["best_epoch"])
+    assert best > 0 and summary["train_loss"] == min(history["train_loss"][1:]) == history["train_loss"][best]
+    loss, accuracy = _hand_loss_accuracy(model, x, y)
+    assert loss == pytest.approx(summary["train_loss"], rel=1e-5)
+    assert accuracy == pytest.approx(summary["train_acc"])
+    assert summary["steps"] >= 80 and summary["best_step"] == summary["best_epoch"] * 8
+    assert summary["weight_norm"] == pytest.approx(torch.cat([p.flatten() for p in model.parameters()]).norm().item())
+
+
+def test_line_scales_match_hand_norms():
+    a, b = _net(0), _net(1)
+    flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (a, b)]
+    scales = interpolation.line_scales(a, b)
+    assert scales["norm_a"] == pytest.approx(flat[0].norm().item())
+    assert scales["length"] == pytest.approx((flat[1] - flat[0]).norm().item())
+    assert scales["length_per_norm_b"] == pytest.approx(scales["length"] / flat[1].norm().item())
+
+
+def test_per_example_scores_match_an_ordinary_forward_pass_and_leave_the_model_alone():
+    model, (x, y) = _net(2), _data(37)
+    saved = _snapshot(model)
+    scores = interpolation.per_example_scores(model, x, y, batch_size=10)
+    logits = model(x).detach()
+    np.testing.assert_allclose(scores["loss"], F.cross_entropy(logits, y, reduction="none").numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(scores["correct"], (logits.argmax(1) == y).numpy())
+    assert model.training
+    _assert_state_equal(model, saved)
+
+
+def test_line_summary_reads_the_ends_the_peak_and_the_points_beyond():
+    alpha = np.linspace(-1, 2, 13)  # 0.25 apart
+    loss = 1 - (alpha - 0.5) ** 2 + 5 * (alpha < 0) + 3 * (alpha > 1)  # peak 1 at alpha 0.5
+    train_curve = {"alpha": alpha, "loss": loss, "accuracy": np.where(alpha == 0.25, 0.8, 0.9)}
+    test_curve = {"alpha": alpha, "loss": loss, "accuracy": np.linspace(0.1, 0.7, 13)}
+    out = interpolation.line_summary(train_curve, test_curve, outside=0.5)
+    assert out["train_loss_a"] == out["train_loss_b"] == 0.75 and out["peak_train_loss"] == 1.0
+    assert out["peak_alpha"] == 0.5 and out["peak_over_higher_end"] == pytest.approx(4 / 3)
+    assert out["train_acc_drop"] == pytest.approx(0.1)
+    assert out["loss_beyond_a"] == 5 and out["loss_beyond_b"] == 3  # 1 - 1 plus the step
+    assert (out["test_acc_first"], out["test_acc_last"]) == (0.1, 0.7)
+    with pytest.raises(ValueError, match="not on the grid"):
+        interpolation.line_summary(train_curve, test_curve, outside=0.3)
+
+
+# ------------------------------------------------------------------------- scale-invariant flatness radius
+
+
+def test_direction_profiles_start_at_the_model_and_ignore_a_function_preserving_rescaling():
+    from hw1utils import sharpness
+
+    model, (x, y) = _net(0), _data(40)
+    steps = [-0.5, -0.1, 0.0, 0.2, 0.7]
+    profiles = interpolation.direction_profiles(model, x, y, steps, seeds=[0, 1])
+    assert profiles.shape == (2, 5)
+    assert profiles[:, 2] == pytest.approx([_hand_loss_accuracy(model, x, y)[0]] * 2, rel=1e-12)
+    rescaled = sharpness.rescale_relu_layers(model, 7.0)  # the same function (Dinh et al. 2017)
+    np.testing.assert_allclose(interpolation.direction_profiles(rescaled, x, y, steps, seeds=[0, 1]), profiles,
+                               rtol=1e-10)
+
+
+def test_direction_profiles_match_hand_perturbed_weights():
+    from hw1utils import landscape
+    from hw1utils.weight_vector import flat_params, set_flat_params
+
+    model, (x, y) = _net(1), _data(30)
+    direction = landscape.filter_normalized_direction(model, seed=4)
+    moved = copy.deepcopy(model)
+    set_flat_params(moved, flat_params(model).detach() + 0.3 * direction)
+    profile = interpolation.direction_profiles(model, x, y, [0.0, 0.3], seeds=[4])
+    assert profile[0, 1] == pytest.approx(_hand_loss_accuracy(moved, x, y)[0], rel=1e-12)
+
+
+def test_flatness_radius_is_exact_on_piecewise_linear_profiles_and_close_on_quadratics():
+    t = np.linspace(-1, 1, 41)
+    linear = np.stack([0.01 + np.where(t > 0, 2.0, 0.5) * np.abs(t), 0.2 + 4.0 * np.abs(t)])
+    radii = interpolation.flatness_radius(t, linear, rise=0.1)  # rays: +0, +1, -0, -1
+    np.testing.assert_allclose(radii, [0.05, 0.025, 0.2, 0.025], rtol=1e-12)
+    fine = np.linspace(-1, 1, 2001)
+    quadratic = interpolation.flatness_radius(fine, 3.0 * fine[None] ** 2, rise=0.12)
+    np.testing.assert_allclose(quadratic, [0.2, 0.2], rtol=1e-4)
+    assert np.isnan(interpolation.flatness_radius(t, 0.01 * np.abs(t)[None], rise=0.1)).all()
+    with pytest.raises(ValueError, match="containing 0"):
+        interpolation.flatness_radius(np.linspace(0.1, 1, 5), np.zeros((1, 5)), rise=0.1)
+    with pytest.raises(ValueError, match="rise must be"):
+        interpolation.flatness_radius(t, linear, rise=0.0)
+
+
+def test_radius_ratio_is_the_geometric_mean_ratio_with_a_paired_interval():
+    b = np.array([0.1, 0.2, 0.4, 0.3])
+    out = interpolation.radius_ratio(2 * b, b, resamples=200, seed=0)
+    assert out == pytest.approx({"ratio": 2.0, "low": 2.0, "high": 2.0})
+    mixed = interpolation.radius_ratio(np.array([0.1, 0.4, 0.2, 0.2]), b, resamples=200, seed=0)
+    assert mixed["low"] < mixed["ratio"] < mixed["high"]
+    with pytest.raises(ValueError, match="positive and finite"):
+        interpolation.radius_ratio(np.array([np.nan, 1, 1, 1]), b, resamples=200, seed=0)
+    with pytest.raises(ValueError, match="paired"):
+        interpolation.radius_ratio(b[:3], b, resamples=200, seed=0)
+
+
+def test_the_two_plot_functions_draw_on_log_axes():
+    import matplotlib.pyplot as plt
+
+    from hw1utils import plots
+
+    alpha = np.linspace(-1, 2, 7)
+    curve = {"alpha": alpha, "loss": np.exp(alpha), "accuracy": np.full(7, 0.9)}
+    fig = plots.interpolation_line(curve, curve, ("one", "two"), title="t")
+    assert fig.axes[0].get_yscale() == "log" and len(fig.axes[0].get_lines()) == 4  # 2 losses, 2 end markers
+    steps = np.array([-1.0, 0.0, 1.0])
+    fig2 = plots.filter_normalized_profiles(steps, {"m": np.array([[2.0, 1.0, 3.0], [2.5, 1.0, 2.0]])}, rise=0.1)
+    assert fig2.axes[0].get_yscale() == "log"
+    plt.close("all")

@@ -17,7 +17,7 @@ Every notebook runs headless on a temporary copy, with figures written to a temp
 the training cache off (HW1_CACHE=off) so every training is timed, and progress bars off. HW1_DATASET is
 unset in the quick and committed sizes; other variables pass through (HW1_OFFLINE=1 there keeps the time a
 failed download attempt takes out of the notebooks' times). Notebooks run as the runner runs them: --jobs
-side by side (default: one per core), each with its share of the cores as torch threads (HW1_THREADS);
+side by side (default: one per core), each with one torch thread (HW1_THREADS);
 the total is the wall time of the whole size.
 Prints a table per size and whether the size met its target (TARGET_S), then one JSON line: the machine,
 seconds per notebook, totals, failures. A notebook that fails (e.g. its last cell finds a claim of its
@@ -42,7 +42,7 @@ import torch
 from nbconvert.preprocessors import CellExecutionError
 
 from hw1utils import config, data
-from hw1utils.notebooks import NOTEBOOK_DIR, all_notebooks, execute, kernel_threads
+from hw1utils.notebooks import KERNEL_THREADS, NOTEBOOK_DIR, all_notebooks, execute
 
 SIZES = ("quick", "committed", "full-size")
 TARGET_S = {"quick": 6 * 60, "committed": 10 * 60, "full-size": 20 * 60}  # whole suite, on the 2-core machine
@@ -117,7 +117,7 @@ def time_size(paths: list[Path], size: str, scratch: Path, jobs: int) -> dict[st
     """Seconds per notebook, the wall time of the whole size, failures and target verdict; `jobs` side by side."""
     seconds, failed = {}, []
     with size_environment(size, scratch):
-        os.environ["HW1_THREADS"] = str(kernel_threads(jobs, len(paths)))  # the runner's thread policy
+        os.environ["HW1_THREADS"] = str(KERNEL_THREADS)  # the runner's thread policy
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(time_notebook, path, scratch, size): path for path in paths}
@@ -130,8 +130,7 @@ def time_size(paths: list[Path], size: str, scratch: Path, jobs: int) -> dict[st
         total = time.perf_counter() - start
     seconds = {path.stem: seconds[path.stem] for path in paths}
     return {"seconds": seconds, "total": total, "failed": failed, "target": TARGET_S[size],
-            "met": not failed and total <= TARGET_S[size], "jobs": jobs, "threads_per_notebook": kernel_threads(
-                jobs, len(paths))}
+            "met": not failed and total <= TARGET_S[size], "jobs": jobs, "threads_per_notebook": KERNEL_THREADS}
 
 
 def print_table(size: str, result: dict[str, object]) -> None:

@@ -73,15 +73,16 @@ def train_families(task: str, dataset: data.ImageDataset, families: Mapping[str,
                    device: torch.device, cache: str | None = None) -> TaskRuns:
     """Train every model of `families` on `dataset` for the same whole epochs nearest `steps` (Adam, `lr`).
 
-    The seeds of one model train together (one `fit_ensemble`); loss and accuracy on the whole training
-    and test sets are measured at about `evaluations` points. `cache` prefixes the cache entry names.
+    The seeds of one model train together (one `fit_ensemble`); every step's mini-batch loss is recorded,
+    and loss and accuracy on the whole training and test sets are measured at about `evaluations` points.
+    `cache` prefixes the cache entry names.
     """
     tensors = dataset.float_tensors(device)
     epochs = budget_epochs(len(dataset.y_train), batch_size, steps)
     eval_every = max(1, epochs // evaluations)
     ensembles = {family: {a.name: fit_ensemble(
-        a.build, seeds, tensors, epochs=epochs, lr=lr, batch_size=batch_size, eval_every=eval_every, device=device,
-        cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
+        a.build, seeds, tensors, epochs=epochs, lr=lr, batch_size=batch_size, eval_every=eval_every, record_steps=True,
+        device=device, cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
         for family, archs in families.items()}
     return TaskRuns(task, dataset, epochs, epochs * math.ceil(len(dataset.y_train) / batch_size), ensembles)
 

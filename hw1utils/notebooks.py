@@ -8,10 +8,11 @@ notebooks and figures in place; the quick profile writes to scratch/ (git-ignore
 test never touches them. --out DIR sends the notebooks to DIR/notebooks/ and the figures to DIR/figures/.
 Progress bars are off in these runs (HW1_PROGRESS=0), so no widget state or progress text is stored.
 
-The thread policy lives here: N notebooks run side by side (default: one per CPU core), and each
-kernel gets an equal share of the cores as torch threads (HW1_THREADS, applied by
-config.apply_parameters). On the 2-core reference machine two notebooks at one thread each beat one
-notebook at two threads; the README's timing table has the measurement.
+The thread policy lives here: N notebooks run side by side (default: one per CPU core), each kernel
+with one torch thread (HW1_THREADS, applied by config.apply_parameters). One fixed count keeps a
+notebook's numbers byte for byte the same whether it runs alone or with the others (float sums change
+with the thread count), and on the 2-core reference machine two notebooks at one thread each finish
+sooner than one at a time with two threads.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT_S = 1800  # one cell may run this long before the run is declared stuck
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+KERNEL_THREADS = 1  # torch threads per kernel: fixed, so a notebook gives the same bytes however many run
 
 
 def all_notebooks() -> list[Path]:
@@ -84,11 +86,6 @@ def output_root(out: Path | None) -> Path | None:
     return None if config.profile() == "full" else config.SCRATCH_DIR
 
 
-def kernel_threads(jobs: int, notebooks: int) -> int:
-    """Torch threads per kernel when `jobs` kernels share this machine's cores (at least 1)."""
-    return max(1, (os.cpu_count() or 1) // max(1, min(jobs, notebooks)))
-
-
 def _execute_reporting(path: Path, target: Path | None, timeout: int) -> bool:
     """Execute one notebook and print its wall time, or its error on stderr; True when it passed."""
     try:
@@ -104,7 +101,7 @@ def run(paths: list[Path], out: Path | None, timeout: int, jobs: int | None = No
     root = output_root(out)
     jobs = jobs or os.cpu_count() or 1
     os.environ["HW1_PROGRESS"] = "0"
-    os.environ.setdefault("HW1_THREADS", str(kernel_threads(jobs, len(paths))))
+    os.environ.setdefault("HW1_THREADS", str(KERNEL_THREADS))
     if root is not None:
         os.environ.setdefault("HW1_FIGURES", str(root / "figures"))
         print(f"writing notebooks to {config.shown_path(root / 'notebooks')}, "

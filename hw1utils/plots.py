@@ -474,30 +474,33 @@ def corruption_sweep(table, chance_error: float, title: str = "") -> Figure:
     return fig
 
 
-def family_training(runs, title: str = "") -> Figure:
+def family_training(runs, title: str = "", window: int = 25) -> Figure:
     """Training loss (log) and training accuracy against optimiser steps of every model of a `TaskRuns`.
 
-    One colour per model, solid for the first family and dashed for the next; the line is the median
-    over seeds and the band the seeds' range.
+    One colour per model, solid for the first family and dashed for the next. Left: the mini-batch loss of
+    every step, as a moving average over `window` steps; right: the accuracy on the whole training set at
+    each evaluation. The line is the median over seeds and the band the seeds' range.
     """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12.5, 4.4), layout="constrained")
     colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for style, (family, ensembles) in zip(("-", "--", ":"), runs.ensembles.items()):
         for name, ensemble in ensembles.items():
-            color = next(colors)
-            steps = np.asarray(ensemble.histories[0].epoch) * ensemble.histories[0].steps_per_epoch
-            for ax, key in ((ax_loss, "train_loss"), (ax_acc, "train_acc")):
-                values = np.array([getattr(h, key) for h in ensemble.histories])
-                ax.plot(steps, np.median(values, axis=0), style, color=color, marker=".", label=f"{family} {name}")
-                ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
-    ax_loss.set(yscale="log", xlabel="optimiser step", ylabel="training loss (cross-entropy)", title="Training loss")
-    ax_acc.set(xlabel="optimiser step", ylabel="training accuracy", title="Training accuracy")
+            color, label, histories = next(colors), f"{family} {name}", ensemble.histories
+            loss = np.array([moving_average(h.step_loss, window) for h in histories])
+            steps = np.arange(1, loss.shape[1] + 1)
+            accuracy = np.array([h.train_acc for h in histories])
+            evaluated = np.asarray(histories[0].epoch) * histories[0].steps_per_epoch
+            for ax, x, values, marker in ((ax_loss, steps, loss, None), (ax_acc, evaluated, accuracy, ".")):
+                ax.plot(x, np.median(values, axis=0), style, color=color, marker=marker, label=label)
+                ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
+    ax_loss.set(yscale="log", xlabel="optimiser step", ylabel="training loss (mini-batch, cross-entropy)",
+                title=f"Training loss, moving average over {window} steps")
+    ax_acc.set(xlabel="optimiser step", ylabel="training accuracy (whole training set)", title="Training accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", ncol=2)
     fig.suptitle(title, fontsize="medium")
     return fig
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Measures against the batch size and the generalisation gap (1-3d)

@@ -20,7 +20,7 @@ from hw1utils.models import cnn
 
 def test_filter_normalized_direction_matches_weight_row_norms_and_zeroes_biases():
     torch.manual_seed(0)
-    model = cnn((1, 8, 8), [3], hidden=[5], n_classes=3).double()
+    model = cnn((1, 8, 8), [3, 5], n_classes=3).double()
     direction = landscape.filter_normalized_direction(model, seed=1)
     assert direction.shape == (sum(p.numel() for p in model.parameters()),)
     pieces = direction.split([p.numel() for p in model.parameters()])

@@ -19,6 +19,7 @@ def quick(monkeypatch, tmp_path):
     """The quick profile, no progress bars, figures and cache in a temporary folder."""
     monkeypatch.setenv("HW1_PROFILE", "quick")
     monkeypatch.setenv("HW1_PROGRESS", "0")
+    monkeypatch.setenv("HW1_THREADS", str(notebooks.KERNEL_THREADS))  # the runner's thread policy
     monkeypatch.setenv("HW1_FIGURES", str(tmp_path / "figures"))  # never overwrite the committed figures
     monkeypatch.setenv("HW1_CACHE", str(tmp_path / "cache"))
     return tmp_path

@@ -65,3 +65,10 @@ def test_second_task_falls_back_to_fashion_mnist_in_one_line(tmp_path, monkeypat
     except FileNotFoundError:
         pytest.skip("no offline Fashion-MNIST on this machine")
     assert dataset.name == "fashion-mnist" and "\n" not in why and why.startswith("CIFAR-10 is not available here")
+
+
+def test_dnn_target_sits_on_a_one_hidden_count():
+    assert family_training.dnn_target((1, 28, 28), 25_450) == 25_450  # 32 hidden units: 795 * 32 + 10
+    target = family_training.dnn_target((3, 32, 32), 25_450)
+    assert target == 8 * 3_083 + 10
+    assert len(deep_shallow.mlp_family([1, 3, 6], target, (3, 32, 32), 10)) == 3

@@ -3,7 +3,8 @@
 Every (batch size, seed) model is stopped at the first check where its loss on the whole training set
 is at most `target`, so that models are compared at the same training loss rather than after the same
 number of steps or epochs (which would leave the small batches far further along). The seeds of one
-batch size train together (`train.fit_ensemble`); an epoch budget only bounds the cost, and a model
+batch size train together (`train.fit_ensemble`) until all of them have reached it, each keeping the
+weights of its own first crossing (snapshots at the checks); an epoch budget only bounds the cost, and a model
 that has not reached the target within it is an error, not a silent under-trained row.
 Then every model is measured by functions of the model (`measure_models`), and every measure is
 related to the batch size and the generalisation gap by rank correlations with bootstrap intervals.
@@ -11,6 +12,7 @@ related to the batch size and the generalisation gap by rank correlations with b
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -19,7 +21,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import train, uncertainty
+from . import input_sensitivity, sharpness, train, uncertainty
+from .interpolation import per_example_scores
 from .weight_vector import flat_params, set_flat_params
 
 
@@ -54,25 +57,9 @@ def check_every(batch_size: int, n_train: int, check_steps: int) -> int:
     return max(1, check_steps // steps_per_epoch(batch_size, n_train))
 
 
-def first_crossing_hook(target: float, members: int, x: Tensor, y: Tensor) -> train.EpochHook:
-    """An on_epoch hook that returns a member's weights once, at its first check with training loss <= target.
-
-    fit_ensemble calls the hook for members 0..K-1 in turn at every check, which is how a call is
-    matched to its member. Returns {"stop_epoch", "stop_weights"} at the crossing, {} otherwise.
-    """
-    crossed: set[int] = set()
-    calls = [0]
-
-    def record_first_crossing(epoch: int, model: nn.Module) -> dict:
-        """The weights of this member at its first check below the target."""
-        member = calls[0] % members
-        calls[0] += 1
-        if member in crossed or train.evaluate(model, x, y)[0] > target:
-            return {}
-        crossed.add(member)
-        return {"stop_epoch": epoch, "stop_weights": flat_params(model).detach().cpu().clone()}
-
-    return record_first_crossing
+def first_crossing(history: train.History, target: float) -> int | None:
+    """The first evaluated epoch whose whole-training-set loss is at most `target` (None: never)."""
+    return next((epoch for epoch, loss in zip(history.epoch, history.train_loss) if loss <= target), None)
 
 
 def train_to_target(build: Callable[[], nn.Module], batch_sizes: Sequence[int], seeds: Sequence[int],
@@ -90,23 +77,22 @@ def train_to_target(build: Callable[[], nn.Module], batch_sizes: Sequence[int], 
         raise ValueError(f"the training-loss target must be positive and finite, got {target}")
     rows, trained = [], {}
     for batch_size in sizes:
-        per_epoch = steps_per_epoch(batch_size, len(x))
+        per_epoch, every = steps_per_epoch(batch_size, len(x)), check_every(batch_size, len(x), check_steps)
         budget = math.ceil(step_budget(batch_size, sizes[0], steps_at_smallest, step_floor) / per_epoch)
         ensemble = train.fit_ensemble(build, seeds, (x, y), epochs=budget, lr=lr, batch_size=batch_size,
-                                      eval_every=check_every(batch_size, len(x), check_steps),
-                                      on_epoch=first_crossing_hook(target, len(seeds), x, y), progress=False,
+                                      eval_every=every, snapshot_every=every, target_loss=target, progress=False,
                                       device=device, cache=cache and f"{cache}-b{batch_size}")
-        for seed, history in zip(seeds, ensemble.histories):
-            if "stop_epoch" not in history.extra:
+        for k, (seed, history) in enumerate(zip(seeds, ensemble.histories)):
+            epochs = first_crossing(history, target)
+            if epochs is None:
                 raise RuntimeError(f"batch size {batch_size}, seed {seed}: the training loss stayed above {target:g} "
                                    f"for all {budget} epochs ({budget * per_epoch:,} steps); raise the step budget")
-            model = ensemble.model(0)
-            set_flat_params(model, history.extra["stop_weights"][0])
+            model = ensemble.model(k)
+            if epochs in history.snapshots:  # else the crossing is the last epoch, the model's final weights
+                set_flat_params(model, history.snapshots[epochs])
             trained[batch_size, seed] = model
-            epochs = history.extra["stop_epoch"][0]
             rows.append({"batch_size": batch_size, "seed": seed, "epochs": epochs, "steps": epochs * per_epoch,
-                         "budget_steps": budget * per_epoch,
-                         "check_steps": check_every(batch_size, len(x), check_steps) * per_epoch})
+                         "budget_steps": budget * per_epoch, "check_steps": every * per_epoch})
     return pd.DataFrame(rows), trained
 
 
@@ -115,6 +101,48 @@ def generalisation(model: nn.Module, x: Tensor, y: Tensor, x_test: Tensor, y_tes
     (train_loss, train_acc), (test_loss, test_acc) = train.evaluate(model, x, y), train.evaluate(model, x_test, y_test)
     return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
             "loss_gap": test_loss - train_loss, "acc_gap": train_acc - test_acc}
+
+
+def sensitivities(model: nn.Module, x_jacobian: Tensor, train_set: tuple[Tensor, Tensor],
+                  test_set: tuple[Tensor, Tensor]) -> dict[str, float]:
+    """Novak et al.'s Jacobian norm on x_jacobian; the course's loss-gradient norm on the training and test sets."""
+    return {"jacobian": input_sensitivity.jacobian_sensitivity(model, x_jacobian),
+            "grad_train": input_sensitivity.sensitivity(model, *train_set),
+            "grad_test": input_sensitivity.sensitivity(model, *test_set)}
+
+
+def sharpness_measures(model: nn.Module, x: Tensor, y: Tensor, keskar_eps: Sequence[float], course_eps: float,
+                       ascent_steps: int) -> dict[str, float]:
+    """Keskar's sharpness at each eps (x100), and the course's lambda_max, Hessian estimate and ascent (float64)."""
+    model64, cross_entropy = copy.deepcopy(model).double(), nn.CrossEntropyLoss()
+    keskar = {f"keskar_{eps:.0e}": sharpness.keskar_sharpness(model64, cross_entropy, x, y, eps)["sharpness"]
+              for eps in keskar_eps}
+    course = sharpness.sharpness(model64, cross_entropy, x, y, eps=course_eps, ascent_steps=ascent_steps)
+    return {**keskar, "lambda_max": course["lambda_max"], "course_estimate": course["estimate"],
+            "course_ascent": course["ascent"]}
+
+
+def flatness_measures(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+    """PAC-Bayes magnitude-aware flatness on the training error (Jiang et al.), and the parameter norm."""
+    result = sharpness.pacbayes_mag_flatness(model, sharpness.error_rate, x, y)
+    return {"pacbayes_flatness": result["flatness"], "pacbayes_bracketed": result["bracketed"],
+            "param_norm": flat_params(model).norm().item()}
+
+
+def rescaling(reference: nn.Module, factors: Sequence[float], x_test: Tensor, y_test: Tensor,
+              measure: Callable[[nn.Module], Mapping[str, float]]) -> pd.DataFrame:
+    """Dinh et al.: per factor a, the largest output change, test accuracy and `measure` of the rescaled model."""
+    with torch.no_grad():
+        reference_out = reference(x_test)
+    rows = []
+    for a in factors:
+        net = sharpness.rescale_relu_layers(reference, a)
+        with torch.no_grad():
+            out = net(x_test)
+        rows.append({"a": a, "max_output_change": (out - reference_out).abs().max().item(),
+                     "relative_output_change": ((out - reference_out).abs().max() / reference_out.abs().max()).item(),
+                     "test_acc": (out.argmax(1) == y_test).double().mean().item(), **measure(net)})
+    return pd.DataFrame(rows)
 
 
 def measure_models(models: Mapping[tuple[int, int], nn.Module],
@@ -143,10 +171,28 @@ def correlations(runs: pd.DataFrame, measures: Mapping[str, str], against: Mappi
     return pd.DataFrame(rows).T.rename_axis(["measure", "against"])
 
 
-def correctness(model: nn.Module, x: Tensor, y: Tensor) -> np.ndarray:
-    """Boolean per-example correctness of the model's arg-max prediction on (x, y)."""
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).cpu().numpy()
+def resolved(table: pd.DataFrame, measure: str, against: str, sign: int = 0) -> bool:
+    """Whether a `correlations` row's interval excludes zero (and, with sign +1 or -1, rho has that sign)."""
+    row = table.loc[measure, against]
+    return bool(row["claim"]) and (sign == 0 or np.sign(row["rho"]) == sign)
+
+
+def check_runs(runs: pd.DataFrame, target: float) -> None:
+    """AssertionError unless every model reached the target within its budget and every measure is finite."""
+    assert runs["train_loss"].le(target).all(), "a model stopped above the training-loss target"
+    assert (runs["steps"] <= runs["budget_steps"]).all(), "a model trained past its step budget"
+    assert np.isfinite(runs.select_dtypes("number").to_numpy(float)).all(), "a measure is not finite"
+    assert runs["pacbayes_bracketed"].all(), "a PAC-Bayes bisection did not bracket its noise scale"
+
+
+def results_record(runs: pd.DataFrame, correlation_tables: Mapping[str, pd.DataFrame]) -> dict:
+    """results.json's part for the models: every run, training lengths, means per batch size, correlations."""
+    means = runs.groupby("batch_size").mean(numeric_only=True).drop(columns="seed")
+    return {"runs": runs.drop(columns="pacbayes_bracketed").to_dict(orient="records"),
+            "length": training_lengths(runs).to_dict(orient="records"),
+            "by_batch_size": {str(b): row for b, row in means.to_dict(orient="index").items()},
+            "correlations": {name: {f"{m} vs {a}": row for (m, a), row in table.to_dict(orient="index").items()}
+                             for name, table in correlation_tables.items()}}
 
 
 def training_lengths(runs: pd.DataFrame) -> pd.DataFrame:
@@ -157,15 +203,14 @@ def training_lengths(runs: pd.DataFrame) -> pd.DataFrame:
         train_loss_min=("train_loss", "min"), train_loss_max=("train_loss", "max")).reset_index()
 
 
-def paired_accuracy(correct: Mapping[tuple[int, int], np.ndarray], batch_a: int, batch_b: int, seeds: Sequence[int],
-                    resamples: int, seed: int) -> pd.DataFrame:
+def paired_accuracy(models: Mapping[tuple[int, int], nn.Module], x_test: Tensor, y_test: Tensor, batch_a: int,
+                    batch_b: int, seeds: Sequence[int], resamples: int, seed: int) -> pd.DataFrame:
     """Per seed: McNemar's test and a paired bootstrap interval of accuracy(batch_a) - accuracy(batch_b).
 
-    `correct` maps (batch size, seed) to the per-test-image correctness; rows are indexed by seed.
+    `models` maps (batch size, seed) to a trained model; both are scored on the same test images, and
+    rows are indexed by seed.
     """
-    rows = {}
-    for s in seeds:
-        a, b = correct[batch_a, s], correct[batch_b, s]
-        interval = uncertainty.paired_bootstrap_difference(a, b, resamples, seed)
-        rows[s] = {**uncertainty.mcnemar(a, b), "bootstrap_low": interval["low"], "bootstrap_high": interval["high"]}
+    correct = {key: per_example_scores(models[key], x_test, y_test)["correct"]
+               for key in ((b, s) for b in (batch_a, batch_b) for s in seeds)}
+    rows = {s: uncertainty.paired_comparison(correct[batch_a, s], correct[batch_b, s], resamples, seed) for s in seeds}
     return pd.DataFrame(rows).T.rename_axis("seed").astype({"b": int, "c": int, "n": int})

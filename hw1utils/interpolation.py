@@ -134,12 +134,18 @@ def line_scales(model_a: nn.Module, model_b: nn.Module) -> dict[str, float]:
 
 
 @torch.no_grad()
-def per_example_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """Per example: the cross-entropy, the arg-max prediction and whether it is right (eval mode, model untouched)."""
+def _logits(model: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
+    """The model's outputs on x, in batches, in eval mode (the model itself untouched)."""
     net = _eval_copy(model)
     device = _device_of(net)
-    logits = torch.cat([net(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
-    target = y.to(device)
+    return torch.cat([net(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def per_example_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """Per example: the cross-entropy, the arg-max prediction and whether it is right (eval mode, model untouched)."""
+    logits = _logits(model, x, batch_size)
+    target = y.to(logits.device)
     prediction = logits.argmax(1)
     return {"loss": F.cross_entropy(logits, target, reduction="none").double().cpu().numpy(),
             "prediction": prediction.cpu().numpy(), "correct": (prediction == target).cpu().numpy()}
@@ -173,6 +179,33 @@ def line_summary(train_curve: dict[str, np.ndarray], test_curve: dict[str, np.nd
             "loss_beyond_a": float(loss[_grid_index(alpha, -outside)]),
             "loss_beyond_b": float(loss[_grid_index(alpha, 1 + outside)]),
             "test_acc_first": float(test_curve["accuracy"][0]), "test_acc_last": float(test_curve["accuracy"][-1])}
+
+
+def line_labels(outside: float, alpha_range: tuple[float, float]) -> dict[str, str]:
+    """Row labels for `line_scales`, `line_summary`, `raw_view` and `agreement_at` values, in reading order."""
+    return {"norm_a": "|θ1|", "norm_b": "|θ2|", "length": "line length |θ2 - θ1|",
+            "length_per_norm_a": "length / |θ1|", "length_per_norm_b": "length / |θ2|",
+            "train_loss_a": "train loss at α = 0",
+            "train_loss_b": "train loss at α = 1", "peak_train_loss": "highest train loss, 0 ≤ α ≤ 1",
+            "peak_alpha": "... at α", "peak_over_higher_end": "... / higher end",
+            "train_acc_drop": "train accuracy drop between the ends",
+            "loss_beyond_a": f"train loss at α = {-outside:g}", "loss_beyond_b": f"train loss at α = {1 + outside:g}",
+            "test_acc_first": f"test accuracy at α = {alpha_range[0]:g}",
+            "test_acc_last": f"test accuracy at α = {alpha_range[1]:g}",
+            "far_end_agreement": f"α = {alpha_range[1]:g}: same test predictions as θ2"}
+
+
+def agreement_at(model_a: nn.Module, model_b: nn.Module, alpha: float, x: Tensor, prediction: np.ndarray) -> float:
+    """Fraction of the inputs x on which the model at `alpha` on the line predicts `prediction` (say, theta_b's)."""
+    return float((_logits(interpolate(model_a, model_b, alpha), x).argmax(1).cpu().numpy() == prediction).mean())
+
+
+def raw_view(model_a: nn.Module, model_b: nn.Module, outside: float, x: Tensor, y: Tensor) -> dict[str, float]:
+    """The first edition's raw view of a line: |theta_a|, its length, and the loss `outside` lengths past each end."""
+    loss = interpolation_curve(model_a, model_b, [-outside, 1 + outside], x, y)["loss"]
+    scales = line_scales(model_a, model_b)
+    return {"norm_a": scales["norm_a"], "length": scales["length"], "loss_beyond_a": float(loss[0]),
+            "loss_beyond_b": float(loss[1])}
 
 
 # ----------------------------------------------------------------------------- flatness, scale-invariant

@@ -146,6 +146,7 @@ class _Plan:
     eval_every: int
     patience: int | None
     min_improvement: float
+    target_loss: float | None
     on_epoch: EpochHook | None
     device: torch.device
 
@@ -164,6 +165,10 @@ class _Plan:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be a non-negative integer (0: never evaluate), got {self.eval_every!r}")
+        if self.target_loss is not None and not (self.target_loss > 0 and math.isfinite(self.target_loss)):
+            raise ValueError(f"target_loss must be positive and finite (or None: no target), got {self.target_loss!r}")
+        if self.target_loss is not None and self.eval_every == 0:
+            raise ValueError("target_loss needs evaluations to stop at: set eval_every to a positive number of epochs")
         loss_function(self.loss)
 
     def evaluates(self, epoch: int) -> bool:
@@ -338,6 +343,14 @@ def _plateaued(losses: list[float], patience: int, min_improvement: float) -> bo
     return recent > earlier * (1 - min_improvement)
 
 
+def _all_stop(histories: list[History], plan: _Plan) -> bool:
+    """True when every member has plateaued (with `patience`) or reached `target_loss` (with a target)."""
+    if plan.target_loss is not None and all(h.train_loss[-1] <= plan.target_loss for h in histories):
+        return True
+    return bool(plan.patience) and all(_plateaued(h.train_loss, plan.patience, plan.min_improvement)
+                                       for h in histories)
+
+
 def _progress(requested: bool | None) -> bool:
     """Whether to show a progress bar: as requested, else as config.show_progress() says."""
     return config.show_progress() if requested is None else requested
@@ -403,8 +416,7 @@ def _train(stepper: Stepper, tensors: Data, plan: _Plan, progress: bool | None) 
         _checkpoint(stepper, histories, epoch, tensors, plan)
         if plan.evaluates(epoch):
             bar.set_postfix(median_loss=f"{sorted(h.train_loss[-1] for h in histories)[len(histories) // 2]:.4g}")
-            if plan.patience and all(_plateaued(h.train_loss, plan.patience, plan.min_improvement)
-                                     for h in histories):
+            if _all_stop(histories, plan):
                 break
     seconds = time.perf_counter() - start
     for history in histories:
@@ -456,6 +468,7 @@ def fit(
     eval_every: int = 1,
     patience: int | None = None,
     min_improvement: float = 0.01,
+    target_loss: float | None = None,
     on_epoch: EpochHook | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
@@ -467,7 +480,8 @@ def fit(
     `seed` (batch_size None: full batch). Metrics are evaluated at epoch 0, every `eval_every`
     epochs and at the end (eval_every=0: never, for pure training); with `patience`, training stops
     once the training loss has not improved by `min_improvement` (relative) over `patience`
-    evaluations. `snapshot_every` stores flat weights at epoch 0 and every n epochs;
+    evaluations; with `target_loss`, it stops at the first evaluation whose training loss is at most
+    the target. `snapshot_every` stores flat weights at epoch 0 and every n epochs;
     `on_epoch(epoch, model)` may return values to record at each evaluation. `progress` (default:
     config.show_progress()) shows a progress bar. `cache` names a disk-cache entry: a finished
     training with the same initial weights, data, settings and training code is loaded instead.
@@ -475,7 +489,8 @@ def fit(
     plan = _Plan(seeds=[seed], lrs=_member_lrs(lr, 1), epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                  loss=loss, momentum=momentum, weight_decay=weight_decay, record_steps=record_steps,
                  snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
-                 min_improvement=min_improvement, on_epoch=on_epoch, device=device or config.device())
+                 min_improvement=min_improvement, target_loss=target_loss, on_epoch=on_epoch,
+                 device=device or config.device())
     _, _, (history,) = _fit_members([model], data, plan, progress, cache)
     return history
 
@@ -542,6 +557,7 @@ def fit_ensemble(
     eval_every: int = 1,
     patience: int | None = None,
     min_improvement: float = 0.01,
+    target_loss: float | None = None,
     on_epoch: EpochHook | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
@@ -553,16 +569,18 @@ def fit_ensemble(
     Member k is initialised after torch.manual_seed(seeds[k]) and draws its batches from a generator
     seeded with seeds[k], so it follows the same path as `fit(build(), data, seed=seeds[k])` after
     the same manual_seed. `lr` may be one value or one per member (for learning-rate searches).
-    With `patience`, training stops once every member's training loss has plateaued; `on_epoch`
-    receives a copy of each member; the other knobs are those of `fit`. `stacked` (default: where it
-    pays, `_stacking_pays`, or when `patience` asks for the joint stop) trains the members as one
-    vmapped model; False trains them one after another, each stopping on its own plateau.
+    With `patience` (`target_loss`), training stops once every member's training loss has plateaued
+    (reached the target); `on_epoch` receives a copy of each member; the other knobs are those of
+    `fit`. `stacked` (default: where it pays, `_stacking_pays`, or when `patience` asks for the joint
+    stop) trains the members as one vmapped model; False trains them one after another, each
+    stopping on its own plateau or target.
     """
     seeds = list(seeds)
     plan = _Plan(seeds=seeds, lrs=_member_lrs(lr, len(seeds)), epochs=epochs, batch_size=batch_size,
                  optimizer=optimizer, loss=loss, momentum=momentum, weight_decay=weight_decay,
                  record_steps=record_steps, snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
-                 min_improvement=min_improvement, on_epoch=on_epoch, device=device or config.device())
+                 min_improvement=min_improvement, target_loss=target_loss, on_epoch=on_epoch,
+                 device=device or config.device())
     members = [_built(build, seed) for seed in seeds]
     template = copy.deepcopy(members[0])
     if stacked is None:

@@ -156,6 +156,23 @@ def paired_bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, re
     return {"difference": out["estimate"], "low": out["low"], "high": out["high"]}
 
 
+def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, resamples: int, seed: int,
+                      loss_a: np.ndarray | None = None, loss_b: np.ndarray | None = None) -> dict[str, float]:
+    """Two models on the same test images: McNemar's test, and paired bootstrap intervals of the differences.
+
+    Returns `mcnemar`'s values with difference_low and difference_high (accuracy A - B); given the
+    per-image losses, also loss_difference (mean loss A - B) with loss_difference_low and _high.
+    """
+    accuracy = paired_bootstrap_difference(correct_a, correct_b, resamples, seed)
+    out = {**mcnemar(correct_a, correct_b), "difference_low": accuracy["low"], "difference_high": accuracy["high"]}
+    if loss_a is not None and loss_b is not None:
+        loss = bootstrap_interval(lambda u, v: u.mean() - v.mean(), np.asarray(loss_a, float),
+                                  np.asarray(loss_b, float), resamples=resamples, seed=seed)
+        out.update(loss_difference=loss["estimate"], loss_difference_low=loss["low"],
+                   loss_difference_high=loss["high"])
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- two groups
 
 

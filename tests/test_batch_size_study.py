@@ -86,7 +86,7 @@ def test_generalisation_gaps_are_test_minus_train_loss_and_train_minus_test_accu
     out = study.generalisation(model, x[:40], y[:40], x[40:], y[40:])
     assert math.isclose(out["loss_gap"], out["test_loss"] - out["train_loss"])
     assert math.isclose(out["acc_gap"], out["train_acc"] - out["test_acc"])
-    assert math.isclose(out["test_acc"], study.correctness(model, x[40:], y[40:]).mean())
+    assert math.isclose(out["test_acc"], float((model(x[40:]).argmax(1) == y[40:]).double().mean()))
 
 
 def _runs() -> pd.DataFrame:
@@ -126,15 +126,73 @@ def test_batch_size_plots_draw_one_panel_per_spec_and_one_dot_per_model():
 
 
 def test_paired_accuracy_matches_mcnemar_and_the_paired_bootstrap_per_seed():
-    rng = np.random.default_rng(3)
-    correct = {(b, s): rng.random(200) < p for b, p in ((8, 0.9), (64, 0.8)) for s in (0, 1)}
-    table = study.paired_accuracy(correct, 8, 64, [0, 1], 300, 0)
+    x, y = _data(200)
+    trained = {}
+    for b, s in ((8, 0), (8, 1), (64, 0), (64, 1)):
+        torch.manual_seed(10 * b + s)
+        trained[b, s] = _build()
+    table = study.paired_accuracy(trained, x, y, 8, 64, [0, 1], 300, 0)
     for s in (0, 1):
-        exact = uncertainty.mcnemar(correct[8, s], correct[64, s])
-        interval = uncertainty.paired_bootstrap_difference(correct[8, s], correct[64, s], 300, 0)
+        right_8, right_64 = ((trained[b, s](x).argmax(1) == y).numpy() for b in (8, 64))
+        exact = uncertainty.mcnemar(right_8, right_64)
+        interval = uncertainty.paired_bootstrap_difference(right_8, right_64, 300, 0)
         assert table.loc[s, "b"] == exact["b"] and table.loc[s, "p_value"] == pytest.approx(exact["p_value"])
-        assert table.loc[s, "bootstrap_low"] == pytest.approx(interval["low"])
-        assert table.loc[s, "difference"] == pytest.approx(correct[8, s].mean() - correct[64, s].mean())
+        assert table.loc[s, "difference_low"] == pytest.approx(interval["low"])
+        assert table.loc[s, "difference"] == pytest.approx(right_8.mean() - right_64.mean())
+
+
+def test_resolved_needs_an_interval_that_excludes_zero_and_the_asked_sign():
+    table = pd.DataFrame({"rho": [0.8, -0.7, 0.3], "claim": [True, True, False]},
+                         index=pd.MultiIndex.from_tuples([("m", "up"), ("m", "down"), ("m", "flat")]))
+    assert study.resolved(table, "m", "up") and study.resolved(table, "m", "up", +1)
+    assert not study.resolved(table, "m", "up", -1) and study.resolved(table, "m", "down", -1)
+    assert not study.resolved(table, "m", "flat") and not study.resolved(table, "m", "flat", +1)
+
+
+def test_check_runs_names_what_is_wrong():
+    runs = pd.DataFrame({"train_loss": [0.01, 0.009], "steps": [10, 20], "budget_steps": [10, 30],
+                         "measure": [1.0, 2.0], "pacbayes_bracketed": [True, True]})
+    study.check_runs(runs, 0.01)
+    with pytest.raises(AssertionError, match="above the training-loss target"):
+        study.check_runs(runs.assign(train_loss=[0.02, 0.009]), 0.01)
+    with pytest.raises(AssertionError, match="past its step budget"):
+        study.check_runs(runs.assign(steps=[11, 20]), 0.01)
+    with pytest.raises(AssertionError, match="not finite"):
+        study.check_runs(runs.assign(measure=[1.0, float("nan")]), 0.01)
+    with pytest.raises(AssertionError, match="bracket"):
+        study.check_runs(runs.assign(pacbayes_bracketed=[True, False]), 0.01)
+
+
+def test_rescaling_keeps_the_function_and_measures_every_copy():
+    torch.manual_seed(0)
+    x, y = _data()
+    table = study.rescaling(_build(), [0.1, 1.0, 10.0], x, y, lambda net: {"norm": flat_params(net).norm().item()})
+    assert list(table["a"]) == [0.1, 1.0, 10.0] and (table["relative_output_change"] < 1e-5).all()
+    assert table["test_acc"].nunique() == 1 and table["norm"].idxmin() == 1  # the copies differ, a = 1 is the original
+
+
+def test_the_measures_of_a_model_are_finite_and_named():
+    torch.manual_seed(0)
+    x, y = _data()
+    model = _build()
+    sens = study.sensitivities(model, x, (x, y), (x, y))
+    assert set(sens) == {"jacobian", "grad_train", "grad_test"} and sens["grad_train"] == sens["grad_test"] > 0
+    sharp = study.sharpness_measures(model, x.double(), y, (1e-3,), 1e-4, 2)
+    assert set(sharp) == {"keskar_1e-03", "lambda_max", "course_estimate", "course_ascent"}
+    assert all(math.isfinite(v) and v >= 0 for k, v in sharp.items() if k != "lambda_max")
+    flat = study.flatness_measures(model, x, y)
+    assert flat["param_norm"] == pytest.approx(flat_params(model).norm().item()) and flat["pacbayes_flatness"] > 0
+
+
+def test_results_record_holds_every_run_the_lengths_and_the_correlations():
+    runs = pd.DataFrame({"batch_size": [8, 8, 64], "seed": [0, 1, 0], "steps": [100, 120, 20], "epochs": [2, 3, 20],
+                         "check_steps": [8, 8, 1], "budget_steps": [200, 200, 40], "train_loss": [0.1, 0.2, 0.3],
+                         "pacbayes_bracketed": [True] * 3})
+    table = pd.DataFrame({"rho": [0.5], "claim": [False]}, index=pd.MultiIndex.from_tuples([("m", "gap")]))
+    record = study.results_record(runs, {"trends": table})
+    assert len(record["runs"]) == 3 and "pacbayes_bracketed" not in record["runs"][0]
+    assert record["by_batch_size"]["8"]["steps"] == 110 and len(record["length"]) == 2
+    assert record["correlations"]["trends"]["m vs gap"]["rho"] == 0.5
 
 
 def test_training_lengths_summarise_each_batch_size():

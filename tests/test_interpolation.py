@@ -159,6 +159,26 @@ def test_per_example_scores_match_an_ordinary_forward_pass_and_leave_the_model_a
     _assert_state_equal(model, saved)
 
 
+def test_agreement_at_compares_the_blended_models_predictions():
+    a, b = _net(0), _net(1)
+    x, _ = _data(60)
+    prediction_b = b(x).argmax(1).numpy()
+    assert interpolation.agreement_at(a, b, 1.0, x, prediction_b) == 1.0
+    blended = interpolation.interpolate(a, b, 2.0)(x).argmax(1).numpy()
+    assert interpolation.agreement_at(a, b, 2.0, x, prediction_b) == pytest.approx((blended == prediction_b).mean())
+
+
+def test_raw_view_reads_the_norm_the_length_and_the_loss_past_each_end():
+    a, b = _net(0), _net(1)
+    x, y = _data(40)
+    view = interpolation.raw_view(a, b, 0.5, x, y)
+    curve = interpolation.interpolation_curve(a, b, [-0.5, 1.5], x, y)
+    assert (view["loss_beyond_a"], view["loss_beyond_b"]) == pytest.approx(tuple(curve["loss"]))
+    assert view["length"] == pytest.approx(interpolation.line_scales(a, b)["length"])
+    labels = interpolation.line_labels(0.5, (-1.0, 2.0))
+    assert set(view) <= set(labels) and labels["loss_beyond_b"] == "train loss at α = 1.5"
+
+
 def test_line_summary_reads_the_ends_the_peak_and_the_points_beyond():
     alpha = np.linspace(-1, 2, 13)  # 0.25 apart
     loss = 1 - (alpha - 0.5) ** 2 + 5 * (alpha < 0) + 3 * (alpha > 1)  # peak 1 at alpha 0.5

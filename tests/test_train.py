@@ -85,6 +85,23 @@ def test_patience_stops_on_plateau():
     assert h.epoch[-1] < 200
 
 
+def test_target_loss_stops_at_the_first_evaluation_at_or_below_it():
+    _, full = trained(0, epochs=40, lr=1e-2, batch_size=32)
+    target = full.train_loss[20]
+    first = next(e for e, loss in zip(full.epoch, full.train_loss) if loss <= target)
+    _, stopped = trained(0, epochs=40, lr=1e-2, batch_size=32, target_loss=target)
+    assert stopped.epoch[-1] == first < 40 and stopped.train_loss == full.train_loss[:first + 1]
+
+
+def test_ensemble_target_stops_once_every_member_reached_it():
+    kw = dict(epochs=60, batch_size=32, eval_every=2, progress=False, device=CPU)
+    free = train.fit_ensemble(build, [0, 1], blobs(), lr=[1e-2, 3e-3], **kw)
+    target = max(h.train_loss[10] for h in free.histories)
+    last = max(next(e for e, loss in zip(h.epoch, h.train_loss) if loss <= target) for h in free.histories)
+    stopped = train.fit_ensemble(build, [0, 1], blobs(), lr=[1e-2, 3e-3], target_loss=target, **kw)
+    assert all(h.epoch[-1] == last < 60 for h in stopped.histories)
+
+
 def test_non_finite_loss_names_epoch_and_step():
     x, y, _, _ = blobs()
     x = x.clone()
@@ -98,6 +115,8 @@ def test_non_finite_loss_names_epoch_and_step():
     (dict(epochs=0), "epochs"), (dict(epochs=2.5), "epochs"), (dict(batch_size=0), "batch_size"),
     (dict(lr=0.0), "learning rate"), (dict(lr=-1e-3), "learning rate"), (dict(lr=float("nan")), "learning rate"),
     (dict(optimizer="lbfgs"), "optimizer"), (dict(loss="hinge"), "loss"),
+    (dict(target_loss=0.0), "target_loss must be positive"), (dict(target_loss=float("inf")), "target_loss"),
+    (dict(target_loss=0.1, eval_every=0), "needs evaluations"),
 ])
 def test_bad_hyperparameters(kw, match):
     args = dict(epochs=1, lr=1e-2, batch_size=8) | kw

@@ -100,6 +100,17 @@ def test_paired_bootstrap_difference():
     assert (swapped["low"], swapped["high"]) == pytest.approx((-out["high"], -out["low"]))
 
 
+def test_paired_comparison_joins_mcnemar_and_both_paired_intervals():
+    x, y = _two_classifiers()
+    loss_x, loss_y = np.where(x, 0.1, 2.0), np.where(y, 0.2, 1.5)
+    out = uncertainty.paired_comparison(x, y, 1000, 0, loss_x, loss_y)
+    accuracy = uncertainty.paired_bootstrap_difference(x, y, 1000, 0)
+    assert out["p_value"] == uncertainty.mcnemar(x, y)["p_value"] and out["difference_low"] == accuracy["low"]
+    assert out["loss_difference"] == pytest.approx(loss_x.mean() - loss_y.mean())
+    assert out["loss_difference_low"] < out["loss_difference"] < out["loss_difference_high"]
+    assert "loss_difference" not in uncertainty.paired_comparison(x, y, 100, 0)
+
+
 # ----------------------------------------------------------------------------------------------- two groups
 
 

@@ -4,6 +4,7 @@ Both run the same loop (`_train`): batches, NaN/inf check, stock torch.optim ste
 snapshots, evaluations, epoch hooks, plateau stop, progress bar and disk cache. Only the forward and
 backward passes differ, behind a stepper: `_ModuleStepper` calls one nn.Module directly (fast for
 K = 1), `_StackedStepper` calls stacked (K, ...) parameters through torch.func.vmap(functional_call).
+A model with convolutions trains and evaluates in channels-last memory format (`_channels_last`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -27,6 +29,7 @@ from . import config
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("adam", "sgd")
 EVAL_BATCH = 8192  # examples per forward pass when evaluating
+CONV_EVAL_BATCH = 256  # the same for a model with convolutions (large batches of feature maps thrash the cache)
 
 
 @dataclass
@@ -107,12 +110,40 @@ def _member_metrics(forward: Callable[[Tensor], Tensor], members: int, x: Tensor
     return list(zip((total / len(x)).tolist(), accs))
 
 
+def _conv_weights(model: nn.Module) -> list[Tensor]:
+    """The weights of the model's 2-D convolutions (none for an MLP)."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+@contextmanager
+def _channels_last(model: nn.Module) -> Iterator[None]:
+    """Inside: a conv model's 4-D weights in channels-last format; after: back in the default format.
+
+    Measured on a 2-core CPU for 1-1b's CNNs: training steps 1.4-1.5x and evaluation 1.6-3.4x as fast.
+    Only the layout changes, not a value; an MLP, or a model already channels-last, is left alone.
+    """
+    weights = _conv_weights(model)
+    if not weights or all(w.is_contiguous(memory_format=torch.channels_last) for w in weights):
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
-             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
-    """Mean loss and accuracy (nan for regression or empty data) of `model` on (x, y), in large batches."""
+             batch_size: int | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy (nan for regression or empty data) of `model` on (x, y), in large batches.
+
+    batch_size defaults to EVAL_BATCH, or CONV_EVAL_BATCH for a model with convolutions.
+    """
+    batch_size = batch_size or (CONV_EVAL_BATCH if _conv_weights(model) else EVAL_BATCH)
     was_training = model.training
     model.eval()
-    (metrics,) = _member_metrics(lambda xb: model(xb).unsqueeze(0), 1, x, y, loss_function(loss), batch_size)
+    with _channels_last(model):
+        (metrics,) = _member_metrics(lambda xb: model(xb).unsqueeze(0), 1, x, y, loss_function(loss), batch_size)
     model.train(was_training)
     return metrics
 
@@ -437,8 +468,9 @@ def _fit_members(members: list[nn.Module], data: Any, plan: _Plan, progress: boo
     stepper = (_ModuleStepper if len(members) == 1 else _StackedStepper)(members, plan)
 
     def train_now() -> dict[str, Any]:
-        """Train, and return what the cache stores."""
-        histories = _train(stepper, tensors, plan, progress)
+        """Train (a lone conv model channels-last), and return what the cache stores."""
+        with _channels_last(members[0]) if len(members) == 1 else nullcontext():
+            histories = _train(stepper, tensors, plan, progress)
         params, buffers = stepper.result()
         return {"params": params, "buffers": buffers, "histories": [asdict(h) for h in histories]}
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hw1utils import models, train
+from hw1utils.weight_vector import flat_params
 
 CPU = torch.device("cpu")
 
@@ -273,3 +274,25 @@ def test_cnn_members_on_cpu_train_one_after_another_like_separate_fits():
             assert torch.equal(p, q)
             torch.testing.assert_close(q, r, rtol=1e-4, atol=1e-5)
     assert auto.forward(x).shape == (2, 96, 3)
+
+
+def test_a_conv_model_trains_channels_last_and_comes_back_in_the_default_layout():
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 3, 8, 8, generator=generator), torch.randint(0, 4, (96,), generator=generator)
+    build_cnn = lambda: models.cnn((3, 8, 8), [6, 6], 4)  # noqa: E731
+    torch.manual_seed(0)
+    model = build_cnn()
+    history = train.fit(model, (x, y), epochs=3, lr=1e-2, batch_size=32, progress=False, device=CPU)
+    assert all(p.is_contiguous() for p in model.parameters())
+    torch.manual_seed(0)
+    reference = build_cnn()  # the same steps by hand, in the default layout
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for rows in torch.randperm(96, generator=generator).split(32):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(reference(x[rows]), y[rows]).backward()
+            optimizer.step()
+    torch.testing.assert_close(flat_params(model), flat_params(reference), rtol=1e-4, atol=1e-5)
+    loss, _ = train.evaluate(model, x, y)
+    assert loss == pytest.approx(history.train_loss[-1], rel=1e-5) and all(p.is_contiguous() for p in model.parameters())

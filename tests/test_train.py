@@ -295,4 +295,5 @@ def test_a_conv_model_trains_channels_last_and_comes_back_in_the_default_layout(
             optimizer.step()
     torch.testing.assert_close(flat_params(model), flat_params(reference), rtol=1e-4, atol=1e-5)
     loss, _ = train.evaluate(model, x, y)
-    assert loss == pytest.approx(history.train_loss[-1], rel=1e-5) and all(p.is_contiguous() for p in model.parameters())
+    assert loss == pytest.approx(history.train_loss[-1], rel=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())

@@ -34,31 +34,40 @@ def record_training(model: nn.Module, data: tuple, *, loss: str, chunk: int = 20
     return train.fit(model, data, loss=loss, record_steps=True, on_epoch=hook, **fit_options)
 
 
+def end_window(n_steps: int, steps_per_epoch: int) -> int:
+    """Steps that summarise the end of training: the last 1% of them, at least one epoch."""
+    return max(steps_per_epoch, -(-n_steps // 100))
+
+
 def step_summary(history: train.History) -> dict[str, float]:
-    """First, peak and last-epoch values of the per-step loss and gradient norm, and the whole-data gradient."""
+    """First, peak and end (`end_window`) values of the per-step loss and gradient norm; the whole-data gradient.
+
+    With full batches an epoch is one step, and one step of a spiking gradient norm says little; the
+    window's mean does not hang on one step.
+    """
     loss, grad = np.asarray(history.step_loss), np.asarray(history.step_grad_norm)
-    last_epoch = slice(-history.steps_per_epoch, None)
+    end = slice(-end_window(len(grad), history.steps_per_epoch), None)
     peak = int(grad.argmax())
     full = history.extra["full_grad_norm"]
     return {
-        "first_loss": float(loss[0]), "last_epoch_loss": float(loss[last_epoch].mean()),
+        "first_loss": float(loss[0]), "end_loss": float(loss[end].mean()),
         "first_grad": float(grad[0]), "peak_grad": float(grad[peak]), "peak_iteration": peak,
         "loss_at_peak": float(loss[peak]),
-        "last_epoch_grad": float(grad[last_epoch].mean()),
-        "last_epoch_grad_rms": float(np.sqrt((grad[last_epoch] ** 2).mean())),
+        "end_grad": float(grad[end].mean()),
+        "end_grad_rms": float(np.sqrt((grad[end] ** 2).mean())),
         "full_grad_first": float(full[0]), "full_grad_last": float(full[-1]),
-        "noise_share": (float(1 - (full[-1] / np.sqrt((grad[last_epoch] ** 2).mean())) ** 2)
+        "noise_share": (float(1 - (full[-1] / np.sqrt((grad[end] ** 2).mean())) ** 2)
                         if history.steps_per_epoch > 1 else float("nan")),  # full batch: no sampling noise
         "tripling_steps": int((grad[1:] > 3 * grad[:-1]).sum()),
     }
 
 
 SUMMARY_ROWS = {  # step_summary key -> row label of the notebook's table
-    "first_loss": "loss, first step", "last_epoch_loss": "loss, mean over the last epoch",
+    "first_loss": "loss, first step", "end_loss": "loss, mean over the end (last 1% of steps, >= 1 epoch)",
     "first_grad": "gradient norm, first step", "peak_grad": "gradient norm, peak",
     "peak_iteration": "iteration of the peak", "loss_at_peak": "loss at the peak",
-    "last_epoch_grad": "gradient norm, mean over the last epoch",
-    "last_epoch_grad_rms": "gradient norm, RMS over the last epoch",
+    "end_grad": "gradient norm, mean over the end",
+    "end_grad_rms": "gradient norm, RMS over the end",
     "full_grad_last": "whole-data gradient norm, last epoch end",
     "noise_share": "share of the squared step gradient that is batch noise",
     "tripling_steps": "steps where the gradient norm more than tripled",

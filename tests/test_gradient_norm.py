@@ -55,11 +55,18 @@ def synthetic_history(steps_per_epoch: int) -> train.History:
 def test_step_summary_of_known_values():
     s = gradient_norm.step_summary(synthetic_history(steps_per_epoch=3))
     assert (s["first_loss"], s["peak_grad"], s["peak_iteration"], s["loss_at_peak"]) == (2.0, 3.0, 3, 0.8)
-    assert s["last_epoch_loss"] == pytest.approx(0.8 / 3 + 0.6 / 3 + 0.5 / 3)
+    assert s["end_loss"] == pytest.approx(0.8 / 3 + 0.6 / 3 + 0.5 / 3)
     rms = math.sqrt((9 + 4 + 4) / 3)
-    assert s["last_epoch_grad_rms"] == pytest.approx(rms) and s["noise_share"] == pytest.approx(1 - (1 / rms) ** 2)
+    assert s["end_grad_rms"] == pytest.approx(rms) and s["noise_share"] == pytest.approx(1 - (1 / rms) ** 2)
     assert s["tripling_steps"] == 1
     assert math.isnan(gradient_norm.step_summary(synthetic_history(steps_per_epoch=1))["noise_share"])
+
+
+def test_the_end_is_the_last_percent_of_the_steps_and_at_least_one_epoch():
+    assert gradient_norm.end_window(3000, 1) == 30 and gradient_norm.end_window(960, 32) == 32
+    assert gradient_norm.end_window(50, 1) == 1
+    full_batch = gradient_norm.step_summary(synthetic_history(steps_per_epoch=1))
+    assert full_batch["end_grad"] == 2.0  # one step of six is more than 1%
 
 
 def test_labelled_table_has_one_labelled_row_per_number():

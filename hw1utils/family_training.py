@@ -81,19 +81,21 @@ def second_task(download: bool = True) -> tuple[data.ImageDataset, str]:
 
 def train_families(task: str, dataset: data.ImageDataset, families: Mapping[str, Sequence[Architecture]], *,
                    steps: int, batch_size: int, lr: float, seeds: Sequence[int], evaluations: int,
-                   device: torch.device, cache: str | None = None) -> TaskRuns:
+                   eval_train_examples: int | None = None, device: torch.device,
+                   cache: str | None = None) -> TaskRuns:
     """Train every model of `families` on `dataset` for the same whole epochs nearest `steps` (Adam, `lr`).
 
     The seeds of one model train together (one `fit_ensemble`); every step's mini-batch loss is recorded,
-    and loss and accuracy on the whole training and test sets are measured at about `evaluations` points.
-    `cache` prefixes the cache entry names.
+    and loss and accuracy on the whole test set and on the first `eval_train_examples` training images
+    (None: all of them) are measured at about `evaluations` points. `cache` prefixes the cache entry names.
     """
     tensors = dataset.float_tensors(device)
     epochs = budget_epochs(len(dataset.y_train), batch_size, steps)
     eval_every = max(1, epochs // evaluations)
     ensembles = {family: {a.name: fit_ensemble(
         a.build, seeds, tensors, epochs=epochs, lr=lr, batch_size=batch_size, eval_every=eval_every, record_steps=True,
-        device=device, cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
+        eval_train_examples=eval_train_examples, device=device,
+        cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
         for family, archs in families.items()}
     return TaskRuns(task, dataset, epochs, epochs * math.ceil(len(dataset.y_train) / batch_size), ensembles)
 

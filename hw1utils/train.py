@@ -175,6 +175,7 @@ class _Plan:
     record_steps: bool
     snapshot_every: int | None
     eval_every: int
+    eval_train_examples: int | None
     patience: int | None
     min_improvement: float
     target_loss: float | None
@@ -196,6 +197,10 @@ class _Plan:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be a non-negative integer (0: never evaluate), got {self.eval_every!r}")
+        if self.eval_train_examples is not None and (isinstance(self.eval_train_examples, bool) or not isinstance(
+                self.eval_train_examples, int) or self.eval_train_examples < 1):
+            raise ValueError(f"eval_train_examples must be a positive integer or None (the whole training set), "
+                             f"got {self.eval_train_examples!r}")
         if self.target_loss is not None and not (self.target_loss > 0 and math.isfinite(self.target_loss)):
             raise ValueError(f"target_loss must be positive and finite (or None: no target), got {self.target_loss!r}")
         if self.target_loss is not None and self.eval_every == 0:
@@ -240,6 +245,50 @@ def _member_call(template: nn.Module) -> Callable[[dict, dict, Tensor], Tensor]:
     return lambda p, b, x: functional_call(skeleton, (p, b), (x,))
 
 
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Identity)
+
+
+def _is_plain_mlp(template: nn.Module) -> bool:
+    """A Sequential of an optional leading Flatten, Linear layers and elementwise activations, with no buffers."""
+    layers = list(template.children()) if isinstance(template, nn.Sequential) else []
+    if layers and isinstance(layers[0], nn.Flatten) and layers[0].start_dim == 1 and layers[0].end_dim == -1:
+        layers = layers[1:]
+    return (bool(layers) and not list(template.buffers())
+            and all(isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in layers))
+
+
+def _stacked_mlp_calls(template: nn.Module) -> tuple[Callable, Callable]:
+    """(per_member, shared) forward passes of a plain MLP by batched matmuls, for stacked (K, ...) parameters.
+
+    The same arithmetic as vmap(functional_call) without its per-call bookkeeping, which dominates the
+    step time of small MLPs (measured: 1.5x as fast per step for 1-1a's 8 stacked 1-19-19-19-1 nets).
+    per_member(params, buffers, x) takes x as (K, B, ...), shared(params, buffers, x) takes x as (B, ...).
+    """
+    layers = list(template.named_children())
+
+    def forward(params: dict[str, Tensor], h: Tensor) -> Tensor:
+        """Apply the layers to h, (K, B, features), member k with its own parameters."""
+        for name, layer in layers:
+            if isinstance(layer, nn.Linear):
+                weight = params[f"{name}.weight"].transpose(1, 2)
+                h = (torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, weight) if layer.bias is not None
+                     else torch.bmm(h, weight))
+            elif not isinstance(layer, nn.Flatten):
+                h = layer(h)
+        return h
+
+    def per_member(params: dict[str, Tensor], _: dict, x: Tensor) -> Tensor:
+        """Member k on x[k]."""
+        return forward(params, x.flatten(2))
+
+    def shared(params: dict[str, Tensor], _: dict, x: Tensor) -> Tensor:
+        """Every member on the same x."""
+        size = next(iter(params.values())).shape[0]
+        return forward(params, x.flatten(1).expand(size, *x.flatten(1).shape))
+
+    return per_member, shared
+
+
 class _ModuleStepper:
     """One model trained in place with plain forward and backward passes (the fast path for K = 1)."""
 
@@ -281,7 +330,7 @@ class _ModuleStepper:
 
 
 class _StackedStepper:
-    """K models as stacked (K, ...) parameters called through vmap(functional_call).
+    """K models as stacked (K, ...) parameters called through vmap(functional_call) (plain MLPs: bmm).
 
     Members sharing a learning rate share one leaf per parameter, in their own optimizer param group;
     each forward pass concatenates those leaves along dim 0 and puts the rows back in member order.
@@ -297,8 +346,11 @@ class _StackedStepper:
         grouped = [k for ks in self.groups for k in ks]
         self.member_rows = None if grouped == sorted(grouped) else torch.tensor(grouped).argsort().to(plan.device)
         self.size, self.template, self.loss_fn = len(members), members[0], loss_function(plan.loss)
-        call = _member_call(members[0])
-        self.per_member, self.shared = vmap(call), vmap(call, in_dims=(0, 0, None))
+        if _is_plain_mlp(members[0]):
+            self.per_member, self.shared = _stacked_mlp_calls(members[0])
+        else:
+            call = _member_call(members[0])
+            self.per_member, self.shared = vmap(call), vmap(call, in_dims=(0, 0, None))
 
     def _in_member_order(self, parts: list[Tensor]) -> Tensor:
         """One (K, ...) tensor from the per-group parts, rows in member order."""
@@ -412,6 +464,7 @@ def _checkpoint(stepper: Stepper, histories: list[History], epoch: int, tensors:
     if not plan.evaluates(epoch):
         return
     x, y, x_test, y_test = tensors
+    x, y = x[:plan.eval_train_examples], y[:plan.eval_train_examples]  # None: all of them
     for history, train, test in zip(histories, stepper.metrics(x, y), stepper.metrics(x_test, y_test)):
         history.epoch.append(epoch)
         history.train_loss.append(train[0])
@@ -498,6 +551,7 @@ def fit(
     record_steps: bool = False,
     snapshot_every: int | None = None,
     eval_every: int = 1,
+    eval_train_examples: int | None = None,
     patience: int | None = None,
     min_improvement: float = 0.01,
     target_loss: float | None = None,
@@ -510,17 +564,20 @@ def fit(
 
     Batches are slices of a fresh random permutation per epoch, drawn from a generator seeded with
     `seed` (batch_size None: full batch). Metrics are evaluated at epoch 0, every `eval_every`
-    epochs and at the end (eval_every=0: never, for pure training); with `patience`, training stops
-    once the training loss has not improved by `min_improvement` (relative) over `patience`
-    evaluations; with `target_loss`, it stops at the first evaluation whose training loss is at most
-    the target. `snapshot_every` stores flat weights at epoch 0 and every n epochs;
-    `on_epoch(epoch, model)` may return values to record at each evaluation. `progress` (default:
+    epochs and at the end (eval_every=0: never, for pure training); the training metrics on the
+    first `eval_train_examples` training examples (None: all; a fixed subset saves whole passes over
+    a large training set). With `patience`, training stops once the training loss has not improved
+    by `min_improvement` (relative) over `patience` evaluations; with `target_loss`, it stops at the
+    first evaluation whose training loss is at most the target. `snapshot_every` stores flat
+    weights at epoch 0 and every n epochs; `on_epoch(epoch, model)` may return values to record at
+    each evaluation. `progress` (default:
     config.show_progress()) shows a progress bar. `cache` names a disk-cache entry: a finished
     training with the same initial weights, data, settings and training code is loaded instead.
     """
     plan = _Plan(seeds=[seed], lrs=_member_lrs(lr, 1), epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                  loss=loss, momentum=momentum, weight_decay=weight_decay, record_steps=record_steps,
-                 snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
+                 snapshot_every=snapshot_every, eval_every=eval_every,
+                 eval_train_examples=eval_train_examples, patience=patience,
                  min_improvement=min_improvement, target_loss=target_loss, on_epoch=on_epoch,
                  device=device or config.device())
     _, _, (history,) = _fit_members([model], data, plan, progress, cache)
@@ -587,6 +644,7 @@ def fit_ensemble(
     record_steps: bool = False,
     snapshot_every: int | None = None,
     eval_every: int = 1,
+    eval_train_examples: int | None = None,
     patience: int | None = None,
     min_improvement: float = 0.01,
     target_loss: float | None = None,
@@ -610,7 +668,8 @@ def fit_ensemble(
     seeds = list(seeds)
     plan = _Plan(seeds=seeds, lrs=_member_lrs(lr, len(seeds)), epochs=epochs, batch_size=batch_size,
                  optimizer=optimizer, loss=loss, momentum=momentum, weight_decay=weight_decay,
-                 record_steps=record_steps, snapshot_every=snapshot_every, eval_every=eval_every, patience=patience,
+                 record_steps=record_steps, snapshot_every=snapshot_every, eval_every=eval_every,
+                 eval_train_examples=eval_train_examples, patience=patience,
                  min_improvement=min_improvement, target_loss=target_loss, on_epoch=on_epoch,
                  device=device or config.device())
     members = [_built(build, seed) for seed in seeds]

@@ -87,20 +87,20 @@ def test_patience_stops_on_plateau():
 
 
 def test_target_loss_stops_at_the_first_evaluation_at_or_below_it():
-    _, full = trained(0, epochs=40, lr=1e-2, batch_size=32)
-    target = full.train_loss[20]
+    _, full = trained(0, epochs=12, lr=1e-2, batch_size=100)
+    target = full.train_loss[6]
     first = next(e for e, loss in zip(full.epoch, full.train_loss) if loss <= target)
-    _, stopped = trained(0, epochs=40, lr=1e-2, batch_size=32, target_loss=target)
-    assert stopped.epoch[-1] == first < 40 and stopped.train_loss == full.train_loss[:first + 1]
+    _, stopped = trained(0, epochs=12, lr=1e-2, batch_size=100, target_loss=target)
+    assert stopped.epoch[-1] == first < 12 and stopped.train_loss == full.train_loss[:first + 1]
 
 
 def test_ensemble_target_stops_once_every_member_reached_it():
-    kw = dict(epochs=60, batch_size=32, eval_every=2, progress=False, device=CPU)
+    kw = dict(epochs=20, batch_size=100, eval_every=2, progress=False, device=CPU)
     free = train.fit_ensemble(build, [0, 1], blobs(), lr=[1e-2, 3e-3], **kw)
-    target = max(h.train_loss[10] for h in free.histories)
+    target = max(h.train_loss[5] for h in free.histories)
     last = max(next(e for e, loss in zip(h.epoch, h.train_loss) if loss <= target) for h in free.histories)
     stopped = train.fit_ensemble(build, [0, 1], blobs(), lr=[1e-2, 3e-3], target_loss=target, **kw)
-    assert all(h.epoch[-1] == last < 60 for h in stopped.histories)
+    assert all(h.epoch[-1] == last < 20 for h in stopped.histories)
 
 
 def test_non_finite_loss_names_epoch_and_step():
@@ -117,7 +117,7 @@ def test_non_finite_loss_names_epoch_and_step():
     (dict(lr=0.0), "learning rate"), (dict(lr=-1e-3), "learning rate"), (dict(lr=float("nan")), "learning rate"),
     (dict(optimizer="lbfgs"), "optimizer"), (dict(loss="hinge"), "loss"),
     (dict(target_loss=0.0), "target_loss must be positive"), (dict(target_loss=float("inf")), "target_loss"),
-    (dict(target_loss=0.1, eval_every=0), "needs evaluations"),
+    (dict(target_loss=0.1, eval_every=0), "needs evaluations"), (dict(eval_train_examples=0), "eval_train_examples"),
 ])
 def test_bad_hyperparameters(kw, match):
     args = dict(epochs=1, lr=1e-2, batch_size=8) | kw
@@ -297,3 +297,30 @@ def test_a_conv_model_trains_channels_last_and_comes_back_in_the_default_layout(
     loss, _ = train.evaluate(model, x, y)
     assert loss == pytest.approx(history.train_loss[-1], rel=1e-5)
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_training_metrics_can_be_measured_on_a_fixed_subset():
+    x, y, x_test, y_test = blobs()
+    model, history = trained(0, epochs=2, lr=1e-2, batch_size=32, eval_train_examples=50)
+    assert history.train_loss[-1] == pytest.approx(train.evaluate(model, x[:50], y[:50])[0])
+    assert history.test_loss[-1] == pytest.approx(train.evaluate(model, x_test, y_test)[0])
+    _, whole = trained(0, epochs=2, lr=1e-2, batch_size=32)
+    assert whole.test_loss == history.test_loss and whole.train_loss != history.train_loss
+
+
+def test_stacked_plain_mlps_run_by_batched_matmuls_with_vmaps_numbers():
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(models.mlp(12, [7, 5], 3, "tanh"))
+    assert train._is_plain_mlp(members[0])
+    assert not train._is_plain_mlp(models.cnn((1, 8, 8), [4], 3))
+    assert not train._is_plain_mlp(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)))
+    params, buffers = torch.func.stack_module_state(members)
+    per_member, shared = train._stacked_mlp_calls(members[0])
+    call = train._member_call(members[0])
+    x = torch.randn(6, 3, 2, 2)
+    by_vmap = torch.func.vmap(call, in_dims=(0, 0, None))(params, buffers, x)
+    torch.testing.assert_close(shared(params, buffers, x), by_vmap)
+    xs = torch.randn(3, 6, 3, 2, 2)
+    torch.testing.assert_close(per_member(params, buffers, xs), torch.stack([m(xk) for m, xk in zip(members, xs)]))

@@ -12,7 +12,8 @@ The thread policy lives here: N notebooks run side by side (default: one per CPU
 with one torch thread (HW1_THREADS, applied by config.apply_parameters). One fixed count keeps a
 notebook's numbers byte for byte the same whether it runs alone or with the others (float sums change
 with the thread count), and on the 2-core reference machine two notebooks at one thread each finish
-sooner than one at a time with two threads.
+sooner than one at a time with two threads. The longest notebooks start first (EXPECTED_SECONDS), so the
+short ones fill the cores at the end.
 """
 
 from __future__ import annotations
@@ -35,11 +36,22 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT_S = 1800  # one cell may run this long before the run is declared stuck
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 KERNEL_THREADS = 1  # torch threads per kernel: fixed, so a notebook gives the same bytes however many run
+# Wall seconds of each notebook at the committed size on the 2-core machine (benchmarks/bench_suite.py):
+# the runner starts the longest first, so that the short ones fill the cores at the end.
+EXPECTED_SECONDS = {"1-1a_simulate_function": 250, "1-1b_train_actual_task": 315,
+                    "1-2a_optimization_trajectory": 60, "1-2b_gradient_norm": 20, "1-2c_minimal_ratio": 40,
+                    "1-3a_random_labels": 170, "1-3b_params_vs_generalization": 90,
+                    "1-3c_flatness_interpolation": 45, "1-3d_flatness_sensitivity": 90}
 
 
 def all_notebooks() -> list[Path]:
     """The project's notebooks in subtask order."""
     return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def longest_first(paths: list[Path]) -> list[Path]:
+    """`paths` in the order to start them: longest expected first (unknown ones last, in the given order)."""
+    return sorted(paths, key=lambda path: -EXPECTED_SECONDS.get(path.stem, 0))
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -111,7 +123,7 @@ def run(paths: list[Path], out: Path | None, timeout: int, jobs: int | None = No
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(_execute_reporting, path, None if root is None else root / "notebooks" / path.name,
-                               timeout): path for path in paths}
+                               timeout): path for path in longest_first(paths)}
         failed = sorted(futures[f].name for f in as_completed(futures) if not f.result())
     print(f"all {len(paths)} notebooks: {time.perf_counter() - start:.1f} s", flush=True)
     return failed

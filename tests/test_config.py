@@ -100,3 +100,11 @@ def test_hw1_threads_sets_torch_threads_and_rejects_nonsense(monkeypatch):
             config.apply_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_text_applies_to_full_runs_on_the_data_it_was_written_from():
+    from hw1utils import checks
+    assert checks.applies("full") and checks.applies("full", "mnist")
+    assert not checks.applies("quick", "mnist") and not checks.applies("full", "fashion-mnist")
+    with pytest.raises(AssertionError, match="contradicts the text:\n- a sentence"):
+        checks.confirm({"a sentence": False, "another": True})

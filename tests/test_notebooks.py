@@ -128,3 +128,13 @@ def test_runner_rejects_zero_jobs(capsys):
     with pytest.raises(SystemExit):
         notebooks.main(["run", "--jobs", "0", str(all_notebooks()[0])])
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_the_runner_starts_the_longest_notebooks_first():
+    paths = notebooks.all_notebooks()
+    order = [p.stem for p in notebooks.longest_first(paths)]
+    assert sorted(order) == sorted(p.stem for p in paths) and set(notebooks.EXPECTED_SECONDS) == set(order)
+    seconds = [notebooks.EXPECTED_SECONDS[stem] for stem in order]
+    assert seconds == sorted(seconds, reverse=True)
+    unknown = notebooks.NOTEBOOK_DIR / "9-9z_new.ipynb"
+    assert notebooks.longest_first([unknown, *paths])[-1] == unknown

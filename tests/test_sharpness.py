@@ -157,7 +157,9 @@ def test_keskar_sharpness_scales_with_eps_squared_at_a_minimum_and_is_zero_from_
     assert large["sharpness"] == pytest.approx(4 * small["sharpness"], rel=1e-6)  # the same vertex, f quadratic
     assert large["iterations"] <= sharpness.KESKAR_ITERATIONS and "L-BFGS-B" in large["method"]
     origin = sharpness.keskar_sharpness(model, nn.MSELoss(), x, y, eps=1e-3, start="zero")
-    assert origin["sharpness"] == 0.0 and origin["max_loss"] == origin["loss"]  # zero gradient: stops at once
+    # the gradient is zero up to rounding (exactly zero on some CPUs, 1e-16 on others): it hardly moves
+    assert origin["sharpness"] == pytest.approx(0.0, abs=1e-12)
+    assert origin["max_loss"] == pytest.approx(origin["loss"], rel=1e-12)
 
 
 def test_keskar_sharpness_of_a_linear_loss_is_at_the_sign_of_the_gradient_corner():

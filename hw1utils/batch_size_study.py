@@ -139,8 +139,9 @@ def rescaling(reference: nn.Module, factors: Sequence[float], x_test: Tensor, y_
         net = sharpness.rescale_relu_layers(reference, a)
         with torch.no_grad():
             out = net(x_test)
-        rows.append({"a": a, "max_output_change": (out - reference_out).abs().max().item(),
-                     "relative_output_change": ((out - reference_out).abs().max() / reference_out.abs().max()).item(),
+        change = (out - reference_out).abs().max()
+        rows.append({"a": a, "max_output_change": change.item(),
+                     "relative_output_change": (change / reference_out.abs().max()).item(),
                      "test_acc": (out.argmax(1) == y_test).double().mean().item(), **measure(net)})
     return pd.DataFrame(rows)
 
@@ -151,9 +152,10 @@ def measure_models(models: Mapping[tuple[int, int], nn.Module],
     return pd.DataFrame([{"batch_size": b, "seed": s, **measure(model)} for (b, s), model in models.items()])
 
 
-def by_batch_size(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Mean, min and max over seeds of each column, one row per batch size (columns: column, statistic)."""
-    return runs.groupby("batch_size")[list(columns)].agg(["mean", "min", "max"])
+def by_batch_size(runs: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, min and max over seeds of each column (default: every measure), one row per batch size."""
+    columns = [c for c in runs if c not in ("batch_size", "seed")] if columns is None else list(columns)
+    return runs.groupby("batch_size")[columns].agg(["mean", "min", "max"])
 
 
 def correlations(runs: pd.DataFrame, measures: Mapping[str, str], against: Mapping[str, str], resamples: int,
@@ -175,6 +177,11 @@ def resolved(table: pd.DataFrame, measure: str, against: str, sign: int = 0) -> 
     """Whether a `correlations` row's interval excludes zero (and, with sign +1 or -1, rho has that sign)."""
     row = table.loc[measure, against]
     return bool(row["claim"]) and (sign == 0 or np.sign(row["rho"]) == sign)
+
+
+def rho(table: pd.DataFrame, measure: str, against: str) -> float:
+    """The rank correlation of one `correlations` row."""
+    return float(table.loc[(measure, against), "rho"])
 
 
 def check_runs(runs: pd.DataFrame, target: float) -> None:

@@ -34,13 +34,15 @@ def band(x: Sequence[float], runs: np.ndarray, label: str, ax: Axes | None = Non
 
 
 def curves(x: Sequence[float], series: Mapping[str, np.ndarray], ax: Axes | None = None, logy: bool = False,
-           xlabel: str = "epoch", ylabel: str = "", title: str = "") -> Figure:
+           xlabel: str = "epoch", ylabel: str = "", title: str = "", logx: bool = False) -> Figure:
     """One median-and-band line per named (runs x points) array, on shared axes."""
     fig, ax = axes(ax)
     for label, runs in series.items():
         band(x, runs, label, ax=ax)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)

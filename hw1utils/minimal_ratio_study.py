@@ -17,12 +17,13 @@ PINNED = "stalled: kink pinned on a training input"
 FLAT = "stalled: gradient-flat region"
 
 
-def stage_seeds(start_epochs: Sequence[int], runs: int) -> dict[int, list[int]]:
-    """Seeds 0 .. runs - 1 split into consecutive equal blocks, one per phase-1 length in start_epochs."""
+def stage_seeds(start_epochs: Sequence[int], runs: int, first_seed: int = 0) -> dict[int, list[int]]:
+    """Seeds first_seed .. first_seed + runs - 1 split into consecutive equal blocks, one per phase-1 length."""
     if runs % len(start_epochs):
         raise ValueError(f"runs = {runs} does not split evenly over {len(start_epochs)} start epochs")
     block = runs // len(start_epochs)
-    return {int(e): list(range(i * block, (i + 1) * block)) for i, e in enumerate(start_epochs)}
+    starts = [first_seed + i * block for i in range(len(start_epochs))]
+    return {int(e): list(range(start, start + block)) for e, start in zip(start_epochs, starts)}
 
 
 def relu_gap(model: nn.Module, flat: Tensor, inputs: Tensor) -> float:
@@ -81,16 +82,16 @@ def tolerance_sweep(eigenvalues: Tensor, rel_grid: Sequence[float]) -> pd.DataFr
 
 
 def find_critical_points(build: Callable[[], nn.Module], start_epochs: Sequence[int], runs: int,
-                         data: tuple[Tensor, Tensor], *, lr: float, newton_steps: int,
+                         data: tuple[Tensor, Tensor], *, lr: float, newton_steps: int, first_seed: int = 0,
                          device: torch.device | None = None) -> tuple[pd.DataFrame, Tensor, nn.Module, dict]:
-    """Adam on the MSE for each start epoch's block of seeds, then Levenberg-Marquardt on the gradient.
+    """Adam on the MSE per start epoch's block of seeds (from first_seed), then Levenberg-Marquardt on the gradient.
 
     Returns the runs (seed, start epoch, loss and gradient norm before/after phase 2), the (runs, P)
     float64 final weights, the architecture template, and phase 2's median gradient norm per step per stage.
     """
     x, y = data
     frames, flats, history = [], [], {}
-    for epochs, seeds in stage_seeds(start_epochs, runs).items():
+    for epochs, seeds in stage_seeds(start_epochs, runs, first_seed).items():
         ensemble = train.fit_ensemble(build, seeds, (x, y), epochs=epochs, lr=lr, batch_size=None, optimizer="adam",
                                       loss="mse", eval_every=epochs, progress=False, device=device)
         final, lm = critical_points.minimize_grad_norm(ensemble.template, nn.MSELoss(), ensemble.flat(), x, y,

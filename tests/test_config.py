@@ -80,6 +80,14 @@ def test_shown_path_is_relative_inside_the_repository(tmp_path):
     assert config.shown_path(tmp_path) == str(tmp_path)
 
 
+def test_shown_path_does_not_follow_a_linked_data_folder(monkeypatch, tmp_path):
+    (tmp_path / "elsewhere" / "MNIST").mkdir(parents=True)
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    (tmp_path / "repo" / "data" / "MNIST").symlink_to(tmp_path / "elsewhere" / "MNIST")
+    monkeypatch.setattr(config, "REPO_ROOT", tmp_path / "repo")
+    assert config.shown_path(tmp_path / "repo" / "data" / "MNIST" / "raw") == "data/MNIST/raw"
+
+
 def test_results_are_rounded_and_strict_json(monkeypatch, tmp_path):
     monkeypatch.setenv("HW1_FIGURES", str(tmp_path))
     config.set_notebook("nb-stem")
@@ -102,9 +110,24 @@ def test_hw1_threads_sets_torch_threads_and_rejects_nonsense(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_the_text_applies_to_full_runs_on_the_data_it_was_written_from():
+def test_the_text_applies_to_full_runs_on_the_whole_real_mnist():
+    from types import SimpleNamespace
+
     from hw1utils import checks
-    assert checks.applies("full") and checks.applies("full", "mnist")
-    assert not checks.applies("quick", "mnist") and not checks.applies("full", "fashion-mnist")
+    full_mnist = SimpleNamespace(name="mnist", is_subset=False)
+    assert checks.applies("full") and checks.applies("full", full_mnist)
+    assert not checks.applies("quick", full_mnist)
+    assert not checks.applies("full", SimpleNamespace(name="mnist", is_subset=True)), "the 5,000-digit fallback"
+    assert not checks.applies("full", SimpleNamespace(name="fashion-mnist", is_subset=False))
     with pytest.raises(AssertionError, match="contradicts the text:\n- a sentence"):
         checks.confirm({"a sentence": False, "another": True})
+
+
+def test_a_claim_that_cannot_be_evaluated_fails_with_what_was_not_found():
+    from hw1utils import checks
+    empty = []
+    with pytest.raises(AssertionError) as failure:
+        checks.confirm({"the first fitted size": lambda: empty[0] > 3, "holds": lambda: True, "fails": False})
+    lines = str(failure.value).splitlines()
+    assert lines[0] == checks.CONTRADICTS and len(lines) == 3
+    assert lines[1].startswith("- the first fitted size (not found in this run: IndexError") and lines[2] == "- fails"

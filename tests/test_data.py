@@ -419,6 +419,15 @@ def test_subset_is_balanced_prefix_of_fixed_order():
     assert not dataset.is_subset and len(dataset.y_train) == 300
 
 
+def test_subset_seed_draws_another_balanced_order():
+    """Another seed draws other images, still class-balanced; the same seed draws the same ones."""
+    dataset = synthetic_dataset(n_train=300, n_test=80)
+    first, again, other = (dataset.subset(n_train=40, seed=s) for s in (0, 0, 7))
+    assert torch.equal(first.x_train, again.x_train) and not torch.equal(first.x_train, other.x_train)
+    counts = torch.bincount(other.y_train, minlength=10)
+    assert counts.max() - counts.min() <= 1 and "seed 7" in other.source
+
+
 def test_subset_none_and_oversized_keep_all():
     """None or a limit at least the split's size keeps the split; a negative limit is an error."""
     dataset = synthetic_dataset()

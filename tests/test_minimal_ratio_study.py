@@ -14,6 +14,7 @@ from hw1utils import weight_vector as wv
 
 def test_stage_seeds_splits_the_runs_evenly():
     assert study.stage_seeds((10, 3000), 6) == {10: [0, 1, 2], 3000: [3, 4, 5]}
+    assert study.stage_seeds((10, 3000), 4, first_seed=100) == {10: [100, 101], 3000: [102, 103]}
     with pytest.raises(ValueError, match="split evenly"):
         study.stage_seeds((10, 300, 3000), 10)
 

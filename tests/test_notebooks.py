@@ -1,6 +1,7 @@
 """Every notebook runs end to end in the quick profile; the runner writes only where it is told."""
 
 import json
+import re
 import time
 
 import nbformat
@@ -119,7 +120,7 @@ def test_a_relative_output_folder_is_made_absolute(monkeypatch, tmp_path):
 
 def test_thread_policy_is_one_fixed_count(monkeypatch):
     monkeypatch.delenv("HW1_THREADS", raising=False)
-    monkeypatch.setattr(notebooks, "execute", lambda path, target, timeout: 0.0)
+    monkeypatch.setattr(notebooks, "execute", lambda *args: 0.0)
     assert notebooks.run(all_notebooks()[:1], None, timeout=1, jobs=2) == []
     assert notebooks.os.environ["HW1_THREADS"] == str(notebooks.KERNEL_THREADS) == "1"
 
@@ -138,3 +139,77 @@ def test_the_runner_starts_the_longest_notebooks_first():
     assert seconds == sorted(seconds, reverse=True)
     unknown = notebooks.NOTEBOOK_DIR / "9-9z_new.ipynb"
     assert notebooks.longest_first([unknown, *paths])[-1] == unknown
+
+
+def write_tiny_notebook(folder, check_source):
+    """A two-seed notebook in `folder` that saves one figure file and then runs `check_source`."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": dict(notebooks.KERNELSPEC)}
+    nb.cells = [nbformat.v4.new_code_cell('PROFILE = "full"  # profile\nSEED = 0  # a seed\nSEEDS = (3, 4)  # seeds',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os, pathlib\nfrom hw1utils import checks\n"
+                                          "folder = pathlib.Path(os.environ['HW1_FIGURES']) / 'tiny'\n"
+                                          "folder.mkdir(parents=True, exist_ok=True)\n"
+                                          "(folder / 'figure.png').write_bytes(b'png')"),
+                nbformat.v4.new_code_cell(check_source)]
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / "tiny.ipynb")
+    return folder / "tiny.ipynb"
+
+
+SEED_CLAIMS = ('checks.confirm({"the seed is zero": SEED == 0, "always": True,\n'
+               '                "the seeds are three and four": lambda: list(SEEDS) == [3, 4]})')
+
+
+def test_a_passing_notebook_moves_its_figures_into_place(quick, monkeypatch):
+    monkeypatch.delenv("HW1_FIGURES")
+    path = write_tiny_notebook(quick / "src", SEED_CLAIMS)
+    outcomes = notebooks.run_all([path], quick / "out", timeout=120)
+    assert outcomes["tiny"].passed and (quick / "out" / "figures" / "tiny" / "figure.png").is_file()
+    assert (quick / "out" / "notebooks" / "tiny.ipynb").is_file() and not (quick / "out" / "failed").exists()
+    assert "HW1_FIGURES" not in notebooks.os.environ, "the run restores the environment"
+
+
+def test_a_failed_notebook_keeps_its_executed_copy_and_names_the_sentences(quick, monkeypatch):
+    monkeypatch.delenv("HW1_FIGURES")
+    path = write_tiny_notebook(quick / "src", SEED_CLAIMS)
+    outcomes = notebooks.run_all([path], quick / "out", timeout=120, parameters={"tiny": {"SEED": 5}})
+    outcome = outcomes["tiny"]
+    assert not outcome.passed and outcome.contradicted == ["the seed is zero"]
+    kept = nbformat.read(quick / "out" / "failed" / "notebooks" / "tiny.ipynb", as_version=4)
+    assert any(out.get("ename") == "AssertionError" for cell in kept.cells for out in cell.get("outputs", []))
+    assert (quick / "out" / "failed" / "figures" / "tiny" / "figure.png").is_file()
+    assert not (quick / "out" / "figures").exists() and not (quick / "out" / "notebooks").exists()
+
+
+def test_a_check_that_cannot_be_evaluated_fails_its_sentence_in_the_summary(quick, monkeypatch):
+    monkeypatch.delenv("HW1_FIGURES")
+    path = write_tiny_notebook(quick / "src", 'checks.confirm({"the first fitted size is small": lambda: [][0] < 3})')
+    outcome = notebooks.run_all([path], quick / "out", timeout=120)["tiny"]
+    assert outcome.contradicted == ["the first fitted size is small (not found in this run: IndexError: "
+                                    "list index out of range)"]
+
+
+def test_replicate_moves_every_seed_and_the_thread_count_and_reports_the_sentences(quick, monkeypatch):
+    path = write_tiny_notebook(quick / "src", SEED_CLAIMS + "\nimport torch\nassert torch.get_num_threads() == 2")
+    outcome = notebooks.replicate([path], quick / "replica", timeout=120, shift=1000, threads=2)["tiny"]
+    assert sorted(outcome.contradicted) == ["the seed is zero", "the seeds are three and four"]
+    report = json.loads((quick / "replica" / "report.json").read_text())
+    assert report["threads"] == 2 and report["notebooks"]["tiny"]["seeds"] == {"SEED": 1000, "SEEDS": [1003, 1004]}
+    assert report["notebooks"]["tiny"]["contradicted"] == outcome.contradicted and not report["notebooks"]["tiny"]["passed"]
+
+
+def test_replicated_seeds_avoid_every_value_of_the_committed_run():
+    assert notebooks.moved_seeds({"SEEDS": (0, 1), "SEARCH_SEEDS": (100,)}, 1000) == {"SEEDS": [1000, 1001],
+                                                                                       "SEARCH_SEEDS": [1100]}
+    with pytest.raises(ValueError, match="reuses \\[100\\]"):
+        notebooks.moved_seeds({"SEEDS": (0,), "SEARCH_SEEDS": (100,)}, 100)
+
+
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.stem)
+def test_every_random_choice_of_a_notebook_is_drawn_from_a_seed_parameter(path):
+    """Seeds live in the parameters cell; the code never seeds with a literal or numbers runs from zero."""
+    assert notebooks.seed_parameters(path), f"{path.name} has no seed parameter"
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells[1:] if c.cell_type == "code")
+    literal = re.findall(r"(?:manual_seed|seed_everything|default_rng)\(\d+\)|seed=\d|range\(RUNS\)", code)
+    assert not literal, f"{path.name} seeds with a literal: {literal}"

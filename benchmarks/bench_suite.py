@@ -43,10 +43,10 @@ import torch
 from nbconvert.preprocessors import CellExecutionError
 
 from hw1utils import config, data
-from hw1utils.notebooks import KERNEL_THREADS, NOTEBOOK_DIR, all_notebooks, execute, longest_first
+from hw1utils.notebooks import KERNEL_THREADS, NOTEBOOK_DIR, TIMINGS, all_notebooks, execute, longest_first
 
 SIZES = ("quick", "committed", "full-size")
-TARGET_S = {"quick": 6 * 60, "committed": 10 * 60, "full-size": 20 * 60}  # whole suite, on the 2-core machine
+TARGET_S = {"quick": 6 * 60, "committed": 10 * 60, "full-size": 10 * 60}  # whole suite, on the 2-core machine
 STAND_IN = "fashion-mnist"  # 60,000 training images, standing in for MNIST where the real one is absent
 FULL_SIZE_TRAIN = 60_000  # training images the full-size image dataset must have
 
@@ -173,6 +173,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", help="paths or stems (default: all nine)")
     parser.add_argument("--sizes", type=parse_sizes, default=list(SIZES), help=f"default {','.join(SIZES)}")
+    parser.add_argument("--save", action="store_true",
+                        help=f"write the measurement to {config.shown_path(TIMINGS)} (README's table, runner's order)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="notebooks side by side, as the runner does (default: one per core)")
     args = parser.parse_args()
@@ -182,7 +184,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"bench-{size}-") as scratch:
             results[size] = time_size(paths, size, Path(scratch), args.jobs)
         print_table(size, results[size])
-    print(json.dumps({"machine": machine(), "sizes": results}))
+    measurement = {"machine": machine(), "sizes": results}
+    print(json.dumps(measurement))
+    if args.save:
+        TIMINGS.write_text(json.dumps(measurement, indent=1) + "\n")
+        print(f"wrote {config.shown_path(TIMINGS)}; `python -m hw1utils.report` puts it in README.md")
 
 
 if __name__ == "__main__":

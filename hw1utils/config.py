@@ -7,7 +7,10 @@ import json
 import math
 import os
 import random
-from collections.abc import MutableMapping
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = REPO_ROOT / "figures"
 SCRATCH_DIR = REPO_ROOT / "scratch"  # git-ignored: where quick-profile and scratch runs write
 PROFILES = ("quick", "full")
-
-# The quick profile: smoke-test sizes for the tests, per notebook. These values replace the ones in
-# the notebook's `parameters` cell when PROFILE is "quick", except where a value was given explicitly
-# (papermill -p NAME VALUE). Every other setting keeps its parameters-cell value.
-QUICK: dict[str, dict[str, Any]] = {
-    "1-1a_simulate_function": dict(N_POINTS=128, LR_SEARCH_EPOCHS=100, LRS=(3e-3, 1e-2), SEARCH_SEEDS=(100,),
-                                   SEEDS=(0, 1), MAX_EPOCHS=200, PLATEAU_PATIENCE=100, EVAL_EVERY=10,
-                                   BOOTSTRAP=200),
-    "1-1b_train_actual_task": dict(STEPS=30, EVALUATIONS=2, TRAIN_LIMIT=2_000, SEEDS=(0, 1), RESAMPLES=200),
-    "1-2a_optimization_trajectory": dict(EPOCHS=3, SNAPSHOT_EVERY=1, TRAIN_LIMIT=1_000, SURFACE_GRID=7,
-                                         SURFACE_EXAMPLES=500, FUNCTION_POINTS=128, FUNCTION_EPOCHS=60,
-                                         FUNCTION_SNAPSHOT_EVERY=6),
-    "1-2b_gradient_norm": dict(EPOCHS=2, TRAIN_LIMIT=1_000, FUNCTION_POINTS=128, FUNCTION_EPOCHS=100,
-                               FUNCTION_EVAL_EVERY=10),
-    "1-2c_minimal_ratio": dict(RUNS=10, START_EPOCHS=(10, 300), NEWTON_STEPS=30, SAMPLES=200, BOOTSTRAP=200),
-    "1-3a_random_labels": dict(SIZES=(100, 200), EPOCHS=25, SEEDS=(0, 1), SWEEP_TRAIN=100, FRACTIONS=(0.0, 0.5, 1.0),
-                               SWEEP_EPOCHS=20, BOOTSTRAP=100),
-    "1-3b_params_vs_generalization": dict(STEPS=40, LARGEST_WIDTH=64, FIT_ACCURACY=0.6, BOOTSTRAP=200),
-    "1-3c_flatness_interpolation": dict(TRAIN_LIMIT=1_000, STEPS=60, LARGE_BATCH_STEPS=8, CHECKS=3, N_ALPHAS=13,
-                                        DIRECTIONS=2, STEP_POINTS=5, FLATNESS_EXAMPLES=300, BOOTSTRAP=200),
-    "1-3d_flatness_sensitivity": dict(TRAIN_SIZE=256, BATCH_SIZES=(32, 128, 256), SEEDS=(0,), TARGET_LOSS=0.1,
-                                      STEPS_AT_SMALLEST=400, STEP_FLOOR=200, SENSITIVITY_EXAMPLES=200,
-                                      SHARPNESS_EXAMPLES=128, ASCENT_STEPS=3, RESCALE_FACTORS=(0.1, 10.0),
-                                      BOOTSTRAP=200),
-}
-_active_profile: str | None = None  # set by apply_parameters: the profile of the running notebook
-
 
 def _checked_profile(name: Any, where: str) -> str:
     """`name` if it is a profile, else a ValueError naming `where` it came from and the valid ones."""
@@ -59,25 +35,8 @@ def _env_profile() -> str:
 
 
 def profile() -> str:
-    """The active run profile: the running notebook's PROFILE, else HW1_PROFILE (default 'full')."""
-    return _env_profile() if _active_profile is None else _active_profile
-
-
-def notebook_path(stem: str) -> Path:
-    """notebooks/<stem>.ipynb of the repository (FileNotFoundError naming it when absent)."""
-    path = REPO_ROOT / "notebooks" / f"{stem}.ipynb"
-    if not path.is_file():
-        raise FileNotFoundError(f"no notebook {path.name} in {shown_path(path.parent)}; check the stem {stem!r}")
-    return path
-
-
-def parameter_defaults(stem: str) -> dict[str, Any]:
-    """The literal assignments of the notebook's cell tagged `parameters`, read from its file."""
-    cells = json.loads(notebook_path(stem).read_text())["cells"]
-    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if cell is None:
-        raise ValueError(f"{stem}.ipynb has no cell tagged 'parameters'")
-    return literal_assignments("".join(cell["source"]), f"{stem}.ipynb")
+    """The profile of headless runs: HW1_PROFILE (default 'full')."""
+    return _env_profile()
 
 
 def literal_assignments(source: str, where: str) -> dict[str, Any]:
@@ -118,45 +77,91 @@ def _expected(default: Any) -> str:
     return {float: "a number", int: "an int", bool: "True or False", str: "a string"}.get(type(default), "a dict")
 
 
-def injected_parameters(namespace: MutableMapping[str, Any]) -> dict[str, Any]:
-    """The assignments of papermill's injected cell (source starting "# Parameters"), {} when there is none."""
-    injected = [source for source in namespace.get("In", []) if source.lstrip().startswith("# Parameters")]
-    if not injected:
-        return {}
-    return {statement.targets[0].id: ast.literal_eval(statement.value)
-            for statement in ast.parse(injected[-1]).body if isinstance(statement, ast.Assign)}
+INJECTED = "# Parameters"  # first line of the cell papermill (and the runner) inject after the parameters cell
 
 
-def apply_parameters(stem: str, namespace: MutableMapping[str, Any]) -> dict[str, Any]:
-    """Check the notebook's parameters in `namespace`, apply the profile, name the notebook; returns the values used.
+def _executed_cells(history: Sequence[str]) -> tuple[str, str]:
+    """The sources of the parameters cell and of the injected cell ("" if none) among the executed cells.
 
-    Call it right after the `parameters` cell with globals(). Papermill's injected names are checked
-    against the parameters cell, and every parameter's value against its default's type: an unknown
-    name or a wrong type is an error naming it. In the quick profile, QUICK[stem] replaces the sizes
-    not given explicitly. PROFILE = "full" left as it is defers to HW1_PROFILE (headless runs, tests).
+    The parameters cell is the latest executed cell of literal assignments that sets PROFILE and is not the
+    injected one: what actually ran, unsaved edits in JupyterLab included.
     """
-    defaults, injected = parameter_defaults(stem), injected_parameters(namespace)
-    unknown = sorted(set(injected) - set(defaults))
+    injected = next((source for source in reversed(history) if source.lstrip().startswith(INJECTED)), "")
+    for source in reversed(history):
+        if source.lstrip().startswith(INJECTED) or not re.search(r"^PROFILE\s*=", source, re.MULTILINE):
+            continue
+        try:
+            literal_assignments(source, "")
+        except (ValueError, SyntaxError):
+            continue
+        return source, injected
+    raise RuntimeError("no parameters cell among the executed cells: run the cell tagged `parameters` first")
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The values a notebook runs with, its stem and profile: returned by `parameters`, passed on explicitly."""
+
+    stem: str  # the notebook's file name without .ipynb: figures go to <figures root>/<stem>/
+    profile: str  # "full" or "quick"
+    values: dict[str, Any]  # every parameter's value used (PROFILE included): results.json's `settings`
+
+    def __getattr__(self, name: str) -> Any:
+        """The value of parameter `name` (AttributeError naming the parameters when there is none)."""
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(f"{self.stem} has no parameter {name}; its parameters are "
+                                 f"{', '.join(self.values)}") from None
+
+    @property
+    def figures(self) -> Path:
+        """<figures root>/<stem>/, made on demand."""
+        folder = figures_root(self.profile) / self.stem
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _cannot_write(folder, err) from err
+        return folder
+
+
+def parameters(stem: str, namespace: Mapping[str, Any]) -> Parameters:
+    """The notebook's parameters, checked, with the profile applied; reads `namespace`, never writes it.
+
+    Call it right after the `parameters` cell with globals(). The defaults are the literal assignments of
+    the parameters cell as executed (IPython's `In`); QUICK there holds the quick profile's sizes, which
+    replace the values not given explicitly (by papermill's injected cell or an edit of the namespace).
+    A papermill name that is not a parameter, or a value whose type differs from its default's, is an
+    error naming it. PROFILE = "full" left as it is defers to HW1_PROFILE (headless runs, tests). The
+    figures folder is test-written here, so an unwritable one fails before any training is spent.
+    """
+    cell, injected_source = _executed_cells(namespace.get("In", []))
+    defaults = literal_assignments(cell, f"{stem}.ipynb")
+    quick = defaults.pop("QUICK", {})
+    injected = literal_assignments(injected_source, "the injected parameters") if injected_source else {}
+    unknown = sorted(set(injected) - set(defaults) - {"QUICK"})
     if unknown:
         raise NameError(f"unknown parameter(s) {', '.join(unknown)} for {stem}; its parameters are "
                         f"{', '.join(defaults)}")
+    values = {}
     for name, default in defaults.items():
-        if not _fits(namespace[name], default):
+        value = namespace[name]
+        if not _fits(value, default):
             raise TypeError(f"parameter {name} of {stem} must be {_expected(default)} (default {default!r}); "
-                            f"got {namespace[name]!r}")
-        if isinstance(default, tuple):
-            namespace[name] = tuple(namespace[name])
-    explicit = {name for name in defaults if name in injected or namespace[name] != defaults[name]}
-    chosen = _checked_profile(namespace["PROFILE"], "PROFILE") if "PROFILE" in explicit else _env_profile()
-    global _active_profile
-    _active_profile = namespace["PROFILE"] = chosen
+                            f"got {value!r}")
+        values[name] = tuple(value) if isinstance(default, tuple) else value
+    explicit = {name for name in defaults if name in injected or values[name] != defaults[name]}
+    chosen = _checked_profile(values["PROFILE"], "PROFILE") if "PROFILE" in explicit else _env_profile()
+    values["PROFILE"] = chosen
+    unknown_quick = sorted(set(quick) - set(defaults))
+    if unknown_quick:
+        raise NameError(f"QUICK of {stem} names {', '.join(unknown_quick)}, which are not parameters")
     if chosen == "quick":
-        for name, small in QUICK.get(stem, {}).items():
-            if name not in explicit:
-                namespace[name] = small
-    set_notebook(stem)
+        values.update({name: small for name, small in quick.items() if name not in explicit})
+    params = Parameters(stem, chosen, values)
+    _test_write(params.figures)
     apply_threads()
-    return {name: namespace[name] for name in defaults}
+    return params
 
 
 def apply_threads() -> None:
@@ -167,11 +172,6 @@ def apply_threads() -> None:
     if not wanted.isdigit() or int(wanted) < 1:
         raise ValueError(f"HW1_THREADS={wanted!r} is not a positive whole number of threads; unset it or use e.g. 2")
     torch.set_num_threads(int(wanted))
-
-
-def is_quick() -> bool:
-    """True in the quick (smoke-test) profile."""
-    return profile() == "quick"
 
 
 def dataset_name(default: str = "mnist") -> str:
@@ -190,8 +190,17 @@ def cache_dir() -> Path:
 
 
 def show_progress() -> bool:
-    """False when HW1_PROGRESS=0 (headless runs: no progress bars stored in the notebooks)."""
-    return os.environ.get("HW1_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+    """Whether to draw progress bars: HW1_PROGRESS when set; else off in a headless kernel, on elsewhere.
+
+    A kernel that a Jupyter server started (JupyterLab, Notebook) has JPY_SESSION_NAME set and shows
+    widget bars; one started by papermill, nbconvert or nbclient has not, so no widget state or progress
+    text is stored in a headless run's outputs. Outside a kernel (a script) bars go to the terminal.
+    """
+    wanted = os.environ.get("HW1_PROGRESS", "").strip().lower()
+    if wanted:
+        return wanted not in ("0", "false", "no", "off")
+    in_kernel = "ipykernel" in sys.modules
+    return not in_kernel or "JPY_SESSION_NAME" in os.environ
 
 
 def shown_path(path: Path | str) -> str:
@@ -226,55 +235,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-_notebook: str | None = None
-
-
 def _cannot_write(folder: Path, err: OSError) -> PermissionError:
     """The error for a results folder that cannot be written: which one, why, and the fix."""
     return PermissionError(f"cannot write figures and results to {folder} ({err.strerror}); "
                            "set HW1_FIGURES to a writable folder")
 
 
-def set_notebook(stem: str) -> Path:
-    """Name the running notebook, so figures and results go to figures/<stem>/; returns that folder.
-
-    The folder is made and test-written here, at the notebook's start, so an unwritable one fails
-    before any training is spent.
-    """
-    global _notebook
-    _notebook = stem
-    folder = figure_dir()
+def _test_write(folder: Path) -> None:
+    """PermissionError (naming the folder and the fix) unless a file can be written in `folder`."""
     try:
         probe = folder / ".write-test"
         probe.touch()
         probe.unlink()
     except OSError as err:
         raise _cannot_write(folder, err) from err
-    return folder
 
 
-def figures_root() -> Path:
+def figures_root(run_profile: str) -> Path:
     """HW1_FIGURES when set; else figures/ in the full profile and scratch/figures/ in the quick one."""
     if os.environ.get("HW1_FIGURES"):
         return Path(os.environ["HW1_FIGURES"]).expanduser()
-    return FIGURES_DIR if profile() == "full" else SCRATCH_DIR / "figures"
+    return FIGURES_DIR if run_profile == "full" else SCRATCH_DIR / "figures"
 
 
-def figure_dir() -> Path:
-    """<figures root>/<notebook-stem>/ of the notebook named by `set_notebook` (created on demand)."""
-    if _notebook is None:
-        raise RuntimeError("call hw1utils.config.set_notebook('<notebook-stem>') before saving figures")
-    folder = figures_root() / _notebook
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise _cannot_write(folder, err) from err
-    return folder
-
-
-def save_fig(fig, name: str, dpi: int = 110) -> Path:
-    """Write `fig` as figures/<notebook-stem>/<name>.png and return the path."""
-    path = figure_dir() / f"{name}.png"
+def save_fig(params: Parameters, fig, name: str, dpi: int = 110) -> Path:
+    """Write `fig` as <figures root>/<notebook-stem>/<name>.png and return the path."""
+    path = params.figures / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     return path
 
@@ -306,9 +292,13 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def save_results(results: dict[str, Any]) -> Path:
-    """Write `results` as figures/<notebook-stem>/results.json (floats rounded, sorted keys, atomic replace)."""
-    path = figure_dir() / "results.json"
+def save_results(params: Parameters, results: dict[str, Any]) -> Path:
+    """Write `results`, with the parameters used as `settings`, as <figures root>/<stem>/results.json.
+
+    Floats are rounded to RESULT_DIGITS, keys sorted, and the file replaced atomically.
+    """
+    path = params.figures / "results.json"
+    results = {"settings": params.values, **results}
     tmp = path.with_suffix(".json.tmp")
     plain = json.loads(json.dumps(results, default=_jsonable))
     tmp.write_text(json.dumps(_rounded(plain), indent=1, sort_keys=True, allow_nan=False) + "\n")

@@ -17,11 +17,11 @@ the sentences of the text that the run contradicted.
 sentences failed per notebook to scratch/replicate/report.json. A claim of the text must hold there too.
 
 The thread policy lives here: N notebooks run side by side (default: one per CPU core), each kernel
-with one torch thread (HW1_THREADS, applied by config.apply_parameters). One fixed count keeps a
+with one torch thread (HW1_THREADS, applied by config.parameters). One fixed count keeps a
 notebook's numbers byte for byte the same whether it runs alone or with the others (float sums change
 with the thread count), and on the 2-core reference machine two notebooks at one thread each finish
-sooner than one at a time with two threads. The longest notebooks start first (EXPECTED_SECONDS), so the
-short ones fill the cores at the end.
+sooner than one at a time with two threads. The longest notebooks start first (measured by the last benchmark,
+benchmarks/suite.json), so the short ones fill the cores at the end.
 """
 
 from __future__ import annotations
@@ -53,12 +53,7 @@ KERNEL_THREADS = 1  # torch threads per kernel: fixed, so a notebook gives the s
 REPLICATE_THREADS = 2  # torch threads per kernel in a replication: another count than the committed run's
 REPLICATE_SHIFT = 1000  # a replication adds this to every seed: values the committed run did not use
 SEED_NAME = re.compile(r"(^|_)SEEDS?$")  # a parameter so named is a seed, moved by a replication
-# Wall seconds of each notebook at the committed size on the 2-core machine (benchmarks/bench_suite.py):
-# the runner starts the longest first, so that the short ones fill the cores at the end.
-EXPECTED_SECONDS = {"1-1a_simulate_function": 250, "1-1b_train_actual_task": 315,
-                    "1-2a_optimization_trajectory": 60, "1-2b_gradient_norm": 20, "1-2c_minimal_ratio": 40,
-                    "1-3a_random_labels": 170, "1-3b_params_vs_generalization": 90,
-                    "1-3c_flatness_interpolation": 45, "1-3d_flatness_sensitivity": 90}
+TIMINGS = REPO_ROOT / "benchmarks" / "suite.json"  # measured seconds per notebook (benchmarks/bench_suite.py --save)
 
 
 def all_notebooks() -> list[Path]:
@@ -66,9 +61,19 @@ def all_notebooks() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
-def longest_first(paths: list[Path]) -> list[Path]:
-    """`paths` in the order to start them: longest expected first (unknown ones last, in the given order)."""
-    return sorted(paths, key=lambda path: -EXPECTED_SECONDS.get(path.stem, 0))
+def expected_seconds(timings_file: Path = TIMINGS) -> dict[str, float]:
+    """Each notebook's measured wall seconds at the largest size the benchmark file holds ({} without one)."""
+    if not timings_file.is_file():
+        return {}
+    sizes = json.loads(timings_file.read_text())["sizes"]
+    largest = next((sizes[size] for size in ("full-size", "committed", "quick") if size in sizes), {"seconds": {}})
+    return largest["seconds"]
+
+
+def longest_first(paths: list[Path], timings_file: Path = TIMINGS) -> list[Path]:
+    """`paths` in the order to start them: longest measured first (unmeasured ones last, in the given order)."""
+    seconds = expected_seconds(timings_file)
+    return sorted(paths, key=lambda path: -seconds.get(path.stem, 0))
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -204,7 +209,8 @@ def run_all(paths: list[Path], out: Path | None, timeout: int, jobs: int | None 
     jobs = jobs or os.cpu_count() or 1
     os.environ["HW1_PROGRESS"] = "0"
     os.environ.setdefault("HW1_THREADS", str(KERNEL_THREADS))
-    figures = Path(os.environ.get("HW1_FIGURES") or (config.figures_root() if root is None else root / "figures"))
+    user_set = bool(os.environ.get("HW1_FIGURES"))
+    figures = config.figures_root(config.profile()) if root is None or user_set else root / "figures"
     failed = (root or config.SCRATCH_DIR) / "failed"
     config.SCRATCH_DIR.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="staging-", dir=config.SCRATCH_DIR))

@@ -1,115 +1,84 @@
-"""Keep README.md in step with figures/*/results.json, so text, numbers and figures agree.
+"""The report, REPORT.md, assembled from the notebooks; README.md's timing table from the benchmark's file.
 
-    python -m hw1utils.report           # rewrite every generated part of README.md
-    python -m hw1utils.report --check   # exit 1, one line per problem on stderr, if README.md is not current
+    python -m hw1utils.report           # rewrite REPORT.md and the generated table of README.md
+    python -m hw1utils.report --check   # exit 1, one line per problem on stderr, if anything is stale
 
-README.md is written by hand, with two kinds of generated text in it (STEM names a notebook and its
-folder figures/STEM/):
-
-1. Inline values: only VALUE is rewritten, as format(value, FORMAT) of the value at the dot path KEY
-   of results.json (integer parts index lists, -1 is the last item; FORMAT is a Python format spec
-   such as .3g, .1%, `,` or d, empty for str()):
-       the loss fell to <!-- 1-2b_gradient_norm:mnist.train_loss.-1:.3g -->0.0432<!-- /value --> after ...
-2. Settings tables: the body becomes a table `| setting | value |` with one row per key of
-   results["settings"], in stored order (never typed by hand):
-       <!-- BEGIN settings:1-2b_gradient_norm -->
-       <!-- END settings:1-2b_gradient_norm -->
-
-A placeholder right after a backtick (an example in a code span) is left alone.
---check also reports placeholders whose key or results.json is missing, and markdown images
-![caption](path) whose file is missing.
+Each claim is written once. The sentences a reader sees are the notebooks' markdown cells tagged `report`
+("What we see", "Comments"). REPORT.md copies them, with each notebook's report questions, its figures and
+its settings (from results.json), so nothing in it is typed by hand. Every claim of a notebook's check
+cell (a key of the dict given to `checks.confirm`) must be a verbatim fragment of those cells (emphasis
+marks, code marks and line breaks aside): a sentence changed in one place and not the other fails --check,
+and so does a REPORT.md or a README timing table that no longer matches its sources.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import functools
+import ast
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
-from urllib.parse import unquote
+
+import nbformat
 
 from .config import FIGURES_DIR, REPO_ROOT
 
 README = REPO_ROOT / "README.md"
-# Each kind of generated text has groups head, body and tail, of which only body is rewritten. Neither
-# matches right after a backtick, so that an example in a code span is left alone.
-VALUE = re.compile(r"(?<!`)(?P<head><!-- (?P<stem>[\w.-]+):(?P<key>[^:<>\n]+):(?P<fmt>[^<>\n]*?) -->)"
-                   r"(?P<body>.*?)(?P<tail><!-- /value -->)")
-SETTINGS = re.compile(r"(?<!`)(?P<head><!-- BEGIN settings:(?P<stem>[\w.-]+) -->\n)(?P<body>.*?)"
-                      r"(?P<tail><!-- END settings:(?P=stem) -->)", re.S)
+REPORT = REPO_ROOT / "REPORT.md"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+TIMINGS = REPO_ROOT / "benchmarks" / "suite.json"  # written by benchmarks/bench_suite.py --save
+GROUPS = {"1-1": "Deep vs shallow", "1-2": "Optimization", "1-3": "Generalization"}
+TIMING_BLOCK = re.compile(r"(?P<head><!-- BEGIN timing -->\n)(?P<body>.*?)(?P<tail><!-- END timing -->)", re.S)
 FIGURE = re.compile(r"!\[[^\]\n]*\]\((?P<path>[^)\s]+)")
-
-Problem = tuple[int, str]  # (position in the text, message)
-Loader = Callable[[str], dict]  # results.json of a notebook stem
+REPORT_TAG = "report"
 
 
-def results_path(stem: str, figures_dir: Path = FIGURES_DIR) -> Path:
-    """Where the notebook `stem` stores its results.json."""
-    return figures_dir / stem / "results.json"
+# ---- the notebooks' parts ------------------------------------------------------------------------
+
+def report_cells(nb: nbformat.NotebookNode) -> list[str]:
+    """The markdown of the cells tagged `report`, in notebook order."""
+    return [cell.source for cell in nb.cells
+            if cell.cell_type == "markdown" and REPORT_TAG in cell.metadata.get("tags", [])]
 
 
-def load_results(stem: str, figures_dir: Path = FIGURES_DIR) -> dict:
-    """The notebook's results.json (ValueError naming the notebook to run when it is missing)."""
-    path = results_path(stem, figures_dir)
-    if not path.is_file():
-        raise ValueError(f"{path} is missing: run the notebook notebooks/{stem}.ipynb first")
-    return json.loads(path.read_text())
+def claim_keys(nb: nbformat.NotebookNode) -> list[str]:
+    """The sentences (string keys) of the dict the notebook's check cell passes to checks.confirm."""
+    keys = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "checks.confirm(" not in cell.source:
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "confirm":
+                keys += [key.value for call_arg in node.args for dict_node in ast.walk(call_arg)
+                         if isinstance(dict_node, ast.Dict)
+                         for key in dict_node.keys if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+    return keys
 
 
-def _loader(figures_dir: Path) -> Loader:
-    """load_results for one pass, reading each results.json once."""
-    return functools.cache(lambda stem: load_results(stem, figures_dir))
+def plain(markdown: str) -> str:
+    """Markdown as the words a reader sees: emphasis and code marks dropped, whitespace collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"[*`]", "", markdown)).strip()
 
 
-# ---- 1. inline values ----------------------------------------------------------------------------
-
-def _step(node, part: str):
-    """node[part] for a dict, node[int(part)] for a list; LookupError otherwise."""
-    if isinstance(node, dict) and part in node:
-        return node[part]
-    if isinstance(node, list) and re.fullmatch(r"-?\d+", part) and -len(node) <= int(part) < len(node):
-        return node[int(part)]
-    raise LookupError(part)
+def unwritten_claims(nb: nbformat.NotebookNode) -> list[str]:
+    """The claims of the check cell that are not a verbatim fragment of the notebook's report cells."""
+    text = plain("\n".join(report_cells(nb)))
+    return [key for key in claim_keys(nb) if plain(key) not in text]
 
 
-def _nearest(node, part: str) -> str:
-    """What exists where `part` was looked for: the closest keys, a list's index range, or a leaf."""
-    if isinstance(node, dict):
-        keys = [str(k) for k in node]
-        return "nearest keys: " + ", ".join(difflib.get_close_matches(part, keys, 3, 0.3) or keys[:5])
-    if isinstance(node, list):
-        return f"a list of {len(node)} items there (indices {-len(node)} to {len(node) - 1})"
-    return f"a value of type {type(node).__name__} there, which has no keys"
+def title(nb: nbformat.NotebookNode) -> str:
+    """The notebook's title: its first markdown heading, without the '#'."""
+    first = next(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    return first.splitlines()[0].lstrip("# ").strip()
 
 
-def lookup(results: dict, key: str, path: Path | str = "results.json"):
-    """The value at dot path `key` (ValueError naming the key, the file and the nearest keys)."""
-    node, parts = results, key.split(".")
-    for depth, part in enumerate(parts):
-        try:
-            node = _step(node, part)
-        except LookupError:
-            level = ".".join(parts[:depth]) or "top level"
-            message = f"no key {key!r} in {path} ({part!r} not found at {level}; {_nearest(node, part)})"
-            raise ValueError(message) from None
-    return node
+def questions(nb: nbformat.NotebookNode) -> str:
+    """The opening's paragraph that quotes the report questions ("" when there is none)."""
+    first = next(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    return next((p.strip() for p in first.split("\n\n") if p.lstrip().startswith("**Report questions")), "")
 
-
-def fresh_value(m: re.Match, load: Loader, figures_dir: Path = FIGURES_DIR) -> str:
-    """The text a VALUE placeholder should show now (ValueError when it cannot be filled)."""
-    value = lookup(load(m["stem"]), m["key"], results_path(m["stem"], figures_dir))
-    try:
-        return format(value, m["fmt"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"cannot format {value!r} with {m['fmt']!r}: {err}") from None
-
-
-# ---- 2. settings tables --------------------------------------------------------------------------
 
 def compact(value, top: bool = True) -> str:
     """A settings value as one table cell: lists joined with ", ", floats with :g, dicts as key: value."""
@@ -122,99 +91,115 @@ def compact(value, top: bool = True) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def fresh_settings(m: re.Match, load: Loader, figures_dir: Path = FIGURES_DIR) -> str:
-    """The body a SETTINGS block should hold now: a table of results["settings"], one row per key in stored order."""
-    settings = load(m["stem"]).get("settings")
-    if not isinstance(settings, dict):
-        raise ValueError(f"{results_path(m['stem'], figures_dir)} has no 'settings' dict")
+def settings_table(settings: dict) -> str:
+    """`| setting | value |` rows, one per parameter in stored order."""
     rows = ["| `{}` | {} |".format(key, compact(value).replace("|", r"\|")) for key, value in settings.items()]
-    return "\n".join(["| setting | value |", "|---|---|", *rows]) + "\n\n"
+    return "\n".join(["| setting | value |", "|---|---|", *rows])
 
 
-# ---- all together --------------------------------------------------------------------------------
-
-class Kind(NamedTuple):
-    """One kind of generated text: where it lies, what it should say now, and how problems name it."""
-
-    pattern: re.Pattern  # with groups head, body and tail
-    fresh: Callable[[re.Match, Loader, Path], str]  # the body it should hold now (ValueError if it cannot be made)
-    name: Callable[[re.Match], str]  # how a problem message names one match
-    quote: bool  # whether a stale message quotes both bodies (short ones only)
+def demoted(markdown: str, levels: int = 2) -> str:
+    """`markdown` with every heading `levels` deeper, so a notebook's sections sit under its report heading."""
+    return re.sub(r"^(#{1,6}) ", lambda m: "#" * min(6, len(m[1]) + levels) + " ", markdown, flags=re.M)
 
 
-KINDS = (Kind(VALUE, fresh_value, lambda m: m["head"], quote=True),
-         Kind(SETTINGS, fresh_settings, lambda m: f"settings table of {m['stem']}", quote=False))
+# ---- the report ------------------------------------------------------------------------------------
+
+def section(path: Path, figures_dir: Path = FIGURES_DIR, root: Path = REPO_ROOT) -> str:
+    """One notebook's part of the report: title, questions, figures, answers and settings."""
+    nb = nbformat.read(path, as_version=4)
+    folder = figures_dir / path.stem
+    results_file = folder / "results.json"
+    settings = json.loads(results_file.read_text()).get("settings", {}) if results_file.is_file() else {}
+    figures = [f"![{png.stem.replace('_', ' ')}]({png.relative_to(root).as_posix()})"
+               for png in sorted(folder.glob("*.png"))]
+    parts = [f"### {title(nb)}", f"Notebook: [`{path.relative_to(root).as_posix()}`]"
+             f"({path.relative_to(root).as_posix()})", questions(nb), *figures,
+             *(demoted(cell) for cell in report_cells(nb)),
+             f"<details><summary>Settings of this run</summary>\n\n{settings_table(settings)}\n\n</details>"]
+    return "\n\n".join(part for part in parts if part)
 
 
-def fill(text: str, figures_dir: Path = FIGURES_DIR) -> str:
-    """`text` with every generated part re-rendered (parts that cannot be filled are left as they are)."""
-    load = _loader(figures_dir)
-
-    def refreshed(kind: Kind, m: re.Match) -> str:
-        """One match with a fresh body, or unchanged when it cannot be made."""
-        try:
-            return m["head"] + kind.fresh(m, load, figures_dir) + m["tail"]
-        except ValueError:
-            return m[0]
-    for kind in KINDS:
-        text = kind.pattern.sub(functools.partial(refreshed, kind), text)
-    return text
-
-
-def problems(text: str, figures_dir: Path = FIGURES_DIR) -> Iterator[Problem]:
-    """Generated parts that are stale, or whose key or results.json is missing."""
-    load = _loader(figures_dir)
-    for kind in KINDS:
-        for m in kind.pattern.finditer(text):
-            try:
-                fresh = kind.fresh(m, load, figures_dir)
-            except ValueError as err:
-                yield m.start(), f"{kind.name(m)}: {err}"
-                continue
-            if fresh != m["body"]:
-                shown = f": README shows {m['body']!r}, results.json gives {fresh!r}" if kind.quote else ""
-                yield m.start(), f"{kind.name(m)} is stale{shown}"
+def build_report(paths: list[Path], figures_dir: Path = FIGURES_DIR, root: Path = REPO_ROOT) -> str:
+    """REPORT.md: an introduction, then each group of notebooks under its heading."""
+    lines = ["# Report", "",
+             "The answers to HW1's report questions. Every section below is copied from its notebook by "
+             "`python -m hw1utils.report`: the questions from the notebook's opening, its figures, and the "
+             "cells that discuss the results (\"What we see\", \"Comments\"), which the notebook's last cell "
+             "checks sentence by sentence against the run. Edit the notebook, never this file.", ""]
+    group = None
+    for path in paths:
+        prefix = path.stem[:3]
+        if prefix != group:
+            group = prefix
+            lines += [f"## {prefix} {GROUPS.get(prefix, '')}".rstrip(), ""]
+        lines += [section(path, figures_dir, root), ""]
+    return "\n".join(lines)
 
 
-def figure_problems(text: str, root: Path = REPO_ROOT) -> Iterator[Problem]:
-    """Embedded images whose file is missing (paths relative to `root`; URLs are not checked)."""
-    for m in FIGURE.finditer(text):
-        path = m["path"]
-        if "://" not in path and not path.startswith(("#", "data:")) and not (root / unquote(path)).is_file():
-            yield m.start(), f"figure {path} is missing"
+def timing_table(timings: dict) -> str:
+    """README's timing table from the benchmark's file: seconds per notebook at each size it measured."""
+    sizes = list(timings["sizes"])
+    stems = list(next(iter(timings["sizes"].values()))["seconds"])
+    rows = [f"| notebook | {' | '.join(f'{size} (s)' for size in sizes)} |", "|---|" + "---|" * len(sizes)]
+    for stem in stems:
+        cells = [f"{timings['sizes'][size]['seconds'].get(stem, float('nan')):.0f}" for size in sizes]
+        rows.append(f"| {stem} | {' | '.join(cells)} |")
+    totals = [f"**{timings['sizes'][size]['total']:.0f}**" for size in sizes]
+    rows.append(f"| **whole suite, wall** | {' | '.join(totals)} |")
+    machine = timings["machine"]
+    where = (f"\nMeasured by `python benchmarks/bench_suite.py --save` on {machine['cpu_cores']} CPU cores "
+             f"({machine['device']}, torch {machine['torch']}), cache off, two notebooks side by side at one "
+             "thread each. Datasets: " + "; ".join(f"{size}: {timings['sizes'][size].get('dataset', 'mnist')}"
+                                                   for size in sizes) + ".\n")
+    return "\n".join(rows) + "\n" + where
 
 
-def _line(text: str, pos: int) -> int:
-    """The 1-based line number of position `pos` in `text`."""
-    return text.count("\n", 0, pos) + 1
+def fresh_readme(text: str, timings_file: Path = TIMINGS) -> str:
+    """README.md with its timing block rewritten from the benchmark's file (unchanged when the file is absent)."""
+    if not timings_file.is_file():
+        return text
+    table = timing_table(json.loads(timings_file.read_text()))
+    return TIMING_BLOCK.sub(lambda m: m["head"] + table + m["tail"], text)
 
 
-def check(text: str, figures_dir: Path = FIGURES_DIR, root: Path = REPO_ROOT, name: str = "README.md") -> list[str]:
-    """One line per problem in `text`, in file order: "NAME:LINE: message"; empty when all is current."""
-    found = [*problems(text, figures_dir), *figure_problems(text, root)]
-    return [f"{name}:{_line(text, pos)}: {msg}" for pos, msg in sorted(found)]
+def problems(paths: list[Path], report_text: str, readme_text: str, figures_dir: Path = FIGURES_DIR,
+             root: Path = REPO_ROOT, timings_file: Path = TIMINGS) -> list[str]:
+    """Everything that is stale or unchecked: claims not in the text, REPORT.md, README's table and images."""
+    found = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        found += [f"{path.name}: the check {key!r} is not a sentence of the cells tagged `report`"
+                  for key in unwritten_claims(nb)]
+        if not (figures_dir / path.stem / "results.json").is_file():
+            found.append(f"{path.name}: figures/{path.stem}/results.json is missing; run the notebook")
+    if report_text != build_report(paths, figures_dir, root):
+        found.append(f"{REPORT.name} is stale: a notebook's text, figures or settings changed")
+    if readme_text != fresh_readme(readme_text, timings_file):
+        found.append(f"{README.name}'s timing table is stale: {timings_file.name} changed")
+    found += [f"{README.name}: figure {m['path']} is missing" for m in FIGURE.finditer(readme_text)
+              if "://" not in m["path"] and not (root / m["path"]).is_file()]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite README.md, or with --check report whether it is current."""
+    """Rewrite REPORT.md and README's timing table, or with --check report whether they are current."""
     parser = argparse.ArgumentParser(prog="python -m hw1utils.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only check; exit 1 when README.md is not current")
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 when anything is stale")
     args = parser.parse_args(argv)
-    text = README.read_text()
+    paths = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    report_text = REPORT.read_text() if REPORT.is_file() else ""
+    readme_text = README.read_text()
     if not args.check:
-        fresh = fill(text, FIGURES_DIR)
-        if fresh != text:
-            README.write_text(fresh)
-        print(f"rewrote {len(VALUE.findall(fresh))} values and {len(SETTINGS.findall(fresh))} settings tables "
-              f"of {README.name}")
-        text = fresh
-    found = check(text, FIGURES_DIR, REPO_ROOT, README.name)
+        report_text, readme_text = build_report(paths), fresh_readme(readme_text)
+        REPORT.write_text(report_text)
+        README.write_text(readme_text)
+        print(f"wrote {REPORT.name} ({len(paths)} notebooks) and {README.name}'s timing table")
+    found = problems(paths, report_text, readme_text)
     for line in found:
         print(line, file=sys.stderr)
     if found and args.check:
-        print(f"{README.name}: {len(found)} problem(s); stale parts are fixed by `python -m hw1utils.report`",
-              file=sys.stderr)
+        print(f"{len(found)} problem(s); stale files are rewritten by `python -m hw1utils.report`", file=sys.stderr)
     return 1 if found else 0
 
 

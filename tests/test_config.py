@@ -14,9 +14,8 @@ from hw1utils import config  # noqa: E402
 
 
 def test_profiles(monkeypatch):
-    monkeypatch.setattr(config, "_active_profile", None)
     monkeypatch.setenv("HW1_PROFILE", "quick")
-    assert config.is_quick()
+    assert config.profile() == "quick"
     monkeypatch.setenv("HW1_PROFILE", "huge")
     with pytest.raises(ValueError, match="quick"):
         config.profile()
@@ -43,36 +42,26 @@ def test_seed_everything_repeats():
 
 def test_save_fig_and_results(monkeypatch, tmp_path):
     monkeypatch.delenv("HW1_FIGURES", raising=False)
-    monkeypatch.setenv("HW1_PROFILE", "full")
     monkeypatch.setattr(config, "FIGURES_DIR", tmp_path)
-    config.set_notebook("nb-stem")
+    params = config.Parameters("nb-stem", "full", {"PROFILE": "full"})
     fig, ax = plt.subplots()
     ax.plot([0, 1])
-    path = config.save_fig(fig, "curve")
+    path = config.save_fig(params, fig, "curve")
     plt.close(fig)
     assert path == tmp_path / "nb-stem" / "curve.png" and path.read_bytes()[:4] == b"\x89PNG"
-    out = config.save_results({"loss": torch.tensor([0.5]), "n": np.int64(3), "name": "x"})
-    assert json.loads(out.read_text()) == {"loss": [0.5], "n": 3, "name": "x"}
+    out = config.save_results(params, {"loss": torch.tensor([0.5]), "n": np.int64(3), "name": "x"})
+    assert json.loads(out.read_text()) == {"loss": [0.5], "n": 3, "name": "x", "settings": {"PROFILE": "full"}}
     with pytest.raises(TypeError, match="results.json"):
-        config.save_results({"bad": object()})
+        config.save_results(params, {"bad": object()})
 
 
 def test_quick_profile_never_writes_into_figures(monkeypatch, tmp_path):
     monkeypatch.delenv("HW1_FIGURES", raising=False)
-    monkeypatch.setenv("HW1_PROFILE", "quick")
     monkeypatch.setattr(config, "SCRATCH_DIR", tmp_path / "scratch")
-    config.set_notebook("nb-stem")
-    assert config.figure_dir() == tmp_path / "scratch" / "figures" / "nb-stem"
+    params = config.Parameters("nb-stem", "quick", {"PROFILE": "quick"})
+    assert params.figures == tmp_path / "scratch" / "figures" / "nb-stem"
     monkeypatch.setenv("HW1_FIGURES", str(tmp_path / "mine"))
-    assert config.figure_dir() == tmp_path / "mine" / "nb-stem", "a folder the user names wins"
-
-
-def test_unwritable_results_folder_is_named(monkeypatch, tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("HW1_FIGURES", str(blocker / "figures"))
-    with pytest.raises(PermissionError, match=r"cannot write figures and results to .*a-file.*HW1_FIGURES"):
-        config.set_notebook("nb-stem")  # at the notebook's start, before any training is spent
+    assert params.figures == tmp_path / "mine" / "nb-stem", "a folder the user names wins"
 
 
 def test_shown_path_is_relative_inside_the_repository(tmp_path):
@@ -90,9 +79,22 @@ def test_shown_path_does_not_follow_a_linked_data_folder(monkeypatch, tmp_path):
 
 def test_results_are_rounded_and_strict_json(monkeypatch, tmp_path):
     monkeypatch.setenv("HW1_FIGURES", str(tmp_path))
-    config.set_notebook("nb-stem")
-    path = config.save_results({"x": 0.1 + 0.2, "bad": float("nan"), "nested": [np.float64(1 / 3)]})
-    assert json.loads(path.read_text()) == {"x": 0.3, "bad": None, "nested": [0.333333333333]}
+    params = config.Parameters("nb-stem", "full", {})
+    path = config.save_results(params, {"x": 0.1 + 0.2, "bad": float("nan"), "nested": [np.float64(1 / 3)]})
+    assert json.loads(path.read_text()) == {"x": 0.3, "bad": None, "nested": [0.333333333333], "settings": {}}
+
+
+def test_progress_bars_show_in_lab_and_stay_off_in_headless_kernels(monkeypatch):
+    monkeypatch.delenv("HW1_PROGRESS", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delitem(config.sys.modules, "ipykernel", raising=False)
+    assert config.show_progress(), "a script shows its bars in the terminal"
+    monkeypatch.setitem(config.sys.modules, "ipykernel", object())
+    assert not config.show_progress(), "papermill, nbconvert and nbclient start kernels without a Jupyter server"
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/1-2b_gradient_norm.ipynb")
+    assert config.show_progress(), "JupyterLab's kernels show widget bars"
+    monkeypatch.setenv("HW1_PROGRESS", "0")
+    assert not config.show_progress()
 
 
 def test_hw1_threads_sets_torch_threads_and_rejects_nonsense(monkeypatch):

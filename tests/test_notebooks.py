@@ -131,14 +131,15 @@ def test_runner_rejects_zero_jobs(capsys):
     assert "--jobs must be at least 1" in capsys.readouterr().err
 
 
-def test_the_runner_starts_the_longest_notebooks_first():
+def test_the_runner_starts_the_longest_measured_notebooks_first(tmp_path):
     paths = notebooks.all_notebooks()
-    order = [p.stem for p in notebooks.longest_first(paths)]
-    assert sorted(order) == sorted(p.stem for p in paths) and set(notebooks.EXPECTED_SECONDS) == set(order)
-    seconds = [notebooks.EXPECTED_SECONDS[stem] for stem in order]
-    assert seconds == sorted(seconds, reverse=True)
+    measured = {p.stem: float(i + 1) for i, p in enumerate(paths)}  # the later, the longer
+    timings = tmp_path / "suite.json"
+    timings.write_text(json.dumps({"sizes": {"quick": {"seconds": {}}, "full-size": {"seconds": measured}}}))
+    assert notebooks.longest_first(paths, timings) == paths[::-1]
     unknown = notebooks.NOTEBOOK_DIR / "9-9z_new.ipynb"
-    assert notebooks.longest_first([unknown, *paths])[-1] == unknown
+    assert notebooks.longest_first([unknown, *paths], timings)[-1] == unknown, "a new notebook needs no entry"
+    assert notebooks.longest_first(paths, tmp_path / "absent.json") == paths
 
 
 def write_tiny_notebook(folder, check_source):
@@ -196,7 +197,8 @@ def test_replicate_moves_every_seed_and_the_thread_count_and_reports_the_sentenc
     assert sorted(outcome.contradicted) == ["the seed is zero", "the seeds are three and four"]
     report = json.loads((quick / "replica" / "report.json").read_text())
     assert report["threads"] == 2 and report["notebooks"]["tiny"]["seeds"] == {"SEED": 1000, "SEEDS": [1003, 1004]}
-    assert report["notebooks"]["tiny"]["contradicted"] == outcome.contradicted and not report["notebooks"]["tiny"]["passed"]
+    tiny = report["notebooks"]["tiny"]
+    assert tiny["contradicted"] == outcome.contradicted and not tiny["passed"]
 
 
 def test_replicated_seeds_avoid_every_value_of_the_committed_run():

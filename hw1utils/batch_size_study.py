@@ -172,7 +172,8 @@ def correlations(runs: pd.DataFrame, measures: Mapping[str, str], against: Mappi
             result = uncertainty.rank_correlation(runs[column].to_numpy(float), runs[other].to_numpy(float),
                                                   resamples, seed)
             rows[label, other_label] = {**result, "claim": bool(result["low"] > 0 or result["high"] < 0)}
-    return pd.DataFrame(rows).T.rename_axis(["measure", "against"])
+    table = pd.DataFrame.from_dict(rows, orient="index")  # per-column dtypes: rho, low, high stay floats
+    return table.rename_axis(["measure", "against"])
 
 
 def resolved(table: pd.DataFrame, measure: str, against: str, sign: int = 0) -> bool:

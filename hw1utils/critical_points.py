@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from hw1utils.curvature import _check_hessian_size, _stacked_hessian
-from hw1utils.weight_vector import FlatLoss, _check_stack, _float64, functional_loss, stacked_loss_fn
+from hw1utils.curvature import check_hessian_size, stacked_hessian
+from hw1utils.weight_vector import FlatLoss, check_stack, float64, functional_loss, stacked_loss_fn
 
 MU_LIMITS = (1e-30, 1e30)  # the damping of minimize_grad_norm stays inside these; at the top a member stops
 FD_STEP = 0.1  # finite-difference step, as a fraction of the LM velocity, for the geodesic acceleration
@@ -91,7 +91,7 @@ def _lm_step(loss: FlatLoss, flats: Tensor, grads: Tensor, mu: Tensor, data: tup
     those that lower ||g|| is kept (mu becomes that damping). Members with no such step retry with the
     grid shifted up (max_tries times).
     """
-    spectrum = torch.linalg.eigh(_stacked_hessian(loss, flats, *data))
+    spectrum = torch.linalg.eigh(stacked_hessian(loss, flats, *data))
     grid_factors = torch.tensor(MU_GRID, dtype=flats.dtype, device=flats.device)
     pending = torch.ones(len(flats), dtype=torch.bool, device=flats.device)
     for _ in range(settings.max_tries):
@@ -129,11 +129,11 @@ def minimize_grad_norm(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Ten
     stops once ||g|| <= gtol or its mu reaches MU_LIMITS[1]. Returns the (K, P) float64 parameters and
     a GradNormMinimization record.
     """
-    _check_hessian_size(_check_stack(model, flats), max_params, members=len(flats))
+    check_hessian_size(check_stack(model, flats), max_params, members=len(flats))
     if steps < 0 or mu_init <= 0:
         raise ValueError(f"need steps >= 0 and mu_init > 0, got steps={steps}, mu_init={mu_init}")
     settings = settings or LMSettings()
-    loss, data = functional_loss(model, loss_fn), (_float64(inputs), _float64(targets))
+    loss, data = functional_loss(model, loss_fn), (float64(inputs), float64(targets))
     flats = flats.detach().double().clone()
     grads = _stacked_grad(loss, flats, *data)
     mu = torch.full((len(flats),), float(mu_init), dtype=torch.float64, device=flats.device)

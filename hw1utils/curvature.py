@@ -20,10 +20,10 @@ from hw1utils.weight_vector import (
     FlatLoss,
     _batch_mean,
     _check_flat,
-    _check_stack,
-    _float64,
     _n_params,
+    check_stack,
     flat_params,
+    float64,
     functional_loss,
 )
 
@@ -41,7 +41,7 @@ def _format_bytes(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-def _check_hessian_size(n_params: int, max_params: int, members: int = 1) -> None:
+def check_hessian_size(n_params: int, max_params: int, members: int = 1) -> None:
     """Raise ValueError, with the memory it would take, when a (P, P) Hessian is too large to form."""
     if n_params <= max_params:
         return
@@ -68,9 +68,9 @@ def hessian(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], input
     Computed by torch.func.hessian of `functional_loss` on float64 copies of the parameters, inputs and
     float targets. Refuses P > max_params (ValueError with the memory it would need).
     """
-    _check_hessian_size(_n_params(model), max_params)
+    check_hessian_size(_n_params(model), max_params)
     loss = functional_loss(model, loss_fn)
-    matrix = torch.func.hessian(loss)(flat_params(model).double(), _float64(inputs), _float64(targets))
+    matrix = torch.func.hessian(loss)(flat_params(model).double(), float64(inputs), float64(targets))
     return _symmetrise(matrix)
 
 
@@ -89,10 +89,10 @@ def hessian_by_double_backward(model: nn.Module, loss_fn: Callable[[Tensor, Tens
 
     Each row is autograd.grad of one gradient entry on a float64 copy of the model (P backward passes).
     """
-    _check_hessian_size(_n_params(model), max_params)
+    check_hessian_size(_n_params(model), max_params)
     twin = copy.deepcopy(model).double()
     params = [p for p in twin.parameters() if p.requires_grad]
-    loss = loss_fn(twin(_float64(inputs)), _float64(targets))
+    loss = loss_fn(twin(float64(inputs)), float64(targets))
     gradient = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, create_graph=True)])
     return _symmetrise(torch.stack([_gradient_row(entry, params) for entry in gradient]))
 
@@ -144,7 +144,7 @@ def sampled_minimal_ratio(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], 
     if radius <= 0 or n_samples < 1:
         raise ValueError(f"need radius > 0 and n_samples >= 1, got radius={radius}, n_samples={n_samples}")
     loss = functional_loss(model, loss_fn)
-    flat, x, t = flat_params(model).double(), _float64(inputs), _float64(targets)
+    flat, x, t = flat_params(model).double(), float64(inputs), float64(targets)
     nearby = flat + radius * _unit_directions(n_samples, flat.numel(), seed, flat)
     losses = vmap(loss, in_dims=(0, None, None), chunk_size=SAMPLE_CHUNK)(nearby, x, t)
     return float((losses > loss(flat, x, t)).double().mean())
@@ -237,7 +237,7 @@ def _member_chunk(flats: Tensor, inputs: Tensor) -> int | None:
     return max(1, CPU_HESSIAN_BLOCK // (flats.shape[1] * max(len(inputs), 1)))
 
 
-def _stacked_hessian(loss: FlatLoss, flats: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
+def stacked_hessian(loss: FlatLoss, flats: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
     """(K, P, P) symmetrised Hessians of the K members."""
     per_member = vmap(torch.func.hessian(loss), in_dims=(0, None, None), chunk_size=_member_chunk(flats, inputs))
     return _symmetrise(per_member(flats, inputs, targets))
@@ -246,7 +246,7 @@ def _stacked_hessian(loss: FlatLoss, flats: Tensor, inputs: Tensor, targets: Ten
 def stacked_hessian_eigenvalues(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], flats: Tensor,
                                 inputs: Tensor, targets: Tensor, max_params: int = 4000) -> Tensor:
     """(K, P) ascending float64 Hessian eigenvalues of each row of `flats` (model's architecture)."""
-    _check_hessian_size(_check_stack(model, flats), max_params, members=len(flats))
+    check_hessian_size(check_stack(model, flats), max_params, members=len(flats))
     loss = functional_loss(model, loss_fn)
-    matrices = _stacked_hessian(loss, flats.double(), _float64(inputs), _float64(targets))
+    matrices = stacked_hessian(loss, flats.double(), float64(inputs), float64(targets))
     return torch.linalg.eigvalsh(matrices)

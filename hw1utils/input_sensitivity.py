@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-from hw1utils._evaluation import _dataset_mean, _device_of, _stateless
+from hw1utils.evaluation import dataset_mean, device_of, stateless
 
 
 def sensitivity(model: nn.Module, inputs: Tensor, targets: Tensor, batch_size: int = 1024) -> float:
@@ -17,7 +17,7 @@ def sensitivity(model: nn.Module, inputs: Tensor, targets: Tensor, batch_size: i
     Per-example gradients via vmap(grad(...)), so the value does not depend on `batch_size` (unlike the
     gradient of a batch-mean loss, which is 1/batch as large). The model is run in eval mode.
     """
-    template, state = _stateless(model)
+    template, state = stateless(model)
 
     def example_loss(x: Tensor, y: Tensor) -> Tensor:
         """Cross-entropy of one example."""
@@ -30,12 +30,12 @@ def sensitivity(model: nn.Module, inputs: Tensor, targets: Tensor, batch_size: i
         return (input_grads(xb, yb).flatten(1).norm(dim=1).to(torch.float64).mean(),)
 
     with torch.no_grad():
-        return float(_dataset_mean(chunk_mean, batch_size, _device_of(model), inputs, targets)[0])
+        return float(dataset_mean(chunk_mean, batch_size, device_of(model), inputs, targets)[0])
 
 
 def jacobian_sensitivity(model: nn.Module, inputs: Tensor, batch_size: int = 256) -> float:
     """Mean over examples of ||d softmax(f(x)) / d x||_F, Novak et al. (2018), via vmap(jacrev). Eval mode."""
-    template, state = _stateless(model)
+    template, state = stateless(model)
 
     def probabilities(x: Tensor) -> Tensor:
         """Class probabilities of one example."""
@@ -48,4 +48,4 @@ def jacobian_sensitivity(model: nn.Module, inputs: Tensor, batch_size: int = 256
         return (jacobians(xb).flatten(1).norm(dim=1).to(torch.float64).mean(),)
 
     with torch.no_grad():
-        return float(_dataset_mean(chunk_mean, batch_size, _device_of(model), inputs)[0])
+        return float(dataset_mean(chunk_mean, batch_size, device_of(model), inputs)[0])

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from hw1utils import landscape, train, uncertainty
-from hw1utils._evaluation import _dataset_mean, _device_of, _eval_copy, _stateless
+from hw1utils.evaluation import dataset_mean, device_of, eval_copy, stateless
 from hw1utils.weight_vector import flat_params, set_flat_params
 
 
@@ -52,6 +52,28 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, alpha: float) -> nn.Modu
     return mixed
 
 
+def _ends_on_grid(alpha_range: tuple[float, float], n_alphas: int) -> bool:
+    """Whether alpha = 0 and alpha = 1 are points of the evenly spaced grid of `n_alphas` over `alpha_range`."""
+    low, high = alpha_range
+    per_unit = (n_alphas - 1) / (high - low)  # grid intervals per unit of alpha
+    return n_alphas >= 2 and all(math.isclose(x, round(x), abs_tol=1e-9) for x in (per_unit, -low * per_unit))
+
+
+def alpha_grid(alpha_range: tuple[float, float], n_alphas: int) -> np.ndarray:
+    """`n_alphas` evenly spaced alphas over `alpha_range`, ends included; ValueError unless 0 and 1 are on it.
+
+    The line's ends must be grid points, so that alpha = 0 and alpha = 1 are the trained models themselves.
+    """
+    if not alpha_range[0] <= 0 < 1 <= alpha_range[1]:
+        raise ValueError(f"ALPHA_RANGE must contain [0, 1] (the two trained models); got {alpha_range}")
+    if not _ends_on_grid(alpha_range, n_alphas):
+        step = next((n - 1 for n in range(2, 10_001) if _ends_on_grid(alpha_range, n)), None)
+        rule = f"N_ALPHAS - 1 must be a multiple of {step} (e.g. {20 * step + 1})" if step else "choose another range"
+        raise ValueError(f"N_ALPHAS = {n_alphas} puts alpha = 0 or 1 between the grid points of ALPHA_RANGE "
+                         f"{alpha_range}: {rule}")
+    return np.linspace(*alpha_range, n_alphas)
+
+
 def interpolation_curve(model_a: nn.Module, model_b: nn.Module, alphas: Sequence[float] | np.ndarray | Tensor,
                         x: Tensor, y: Tensor, batch_size: int = 1024) -> dict[str, np.ndarray]:
     """Cross-entropy loss and accuracy on (x, y) at every alpha of the line from model_a to model_b.
@@ -61,9 +83,9 @@ def interpolation_curve(model_a: nn.Module, model_b: nn.Module, alphas: Sequence
     Returns numpy arrays `alpha`, `loss` (mean cross-entropy) and `accuracy` (fraction correct).
     """
     _check_interpolable(model_a, model_b)
-    template, state_a = _stateless(model_a)
+    template, state_a = stateless(model_a)
     state_b = model_b.state_dict()
-    device = _device_of(model_a)
+    device = device_of(model_a)
     alpha = torch.as_tensor(alphas, dtype=torch.float64, device=device).reshape(-1)
     if alpha.numel() == 0:
         raise ValueError("alphas is empty; pass at least one alpha")
@@ -84,7 +106,7 @@ def interpolation_curve(model_a: nn.Module, model_b: nn.Module, alphas: Sequence
         return losses.to(torch.float64).mean(1), correct.mean(1)
 
     with torch.no_grad():
-        loss, accuracy = _dataset_mean(chunk_means, batch_size, device, x, y)
+        loss, accuracy = dataset_mean(chunk_means, batch_size, device, x, y)
     return {"alpha": alpha.cpu().numpy(), "loss": loss.cpu().numpy(), "accuracy": accuracy.cpu().numpy()}
 
 
@@ -136,8 +158,8 @@ def line_scales(model_a: nn.Module, model_b: nn.Module) -> dict[str, float]:
 @torch.no_grad()
 def _logits(model: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
     """The model's outputs on x, in batches, in eval mode (the model itself untouched)."""
-    net = _eval_copy(model)
-    device = _device_of(net)
+    net = eval_copy(model)
+    device = device_of(net)
     return torch.cat([net(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
 
 
@@ -201,7 +223,7 @@ def agreement_at(model_a: nn.Module, model_b: nn.Module, alpha: float, x: Tensor
 
 
 def raw_view(model_a: nn.Module, model_b: nn.Module, outside: float, x: Tensor, y: Tensor) -> dict[str, float]:
-    """The first edition's raw view of a line: |theta_a|, its length, and the loss `outside` lengths past each end."""
+    """The raw view of a line (unnormalised): |theta_a|, its length, and the loss `outside` lengths past each end."""
     loss = interpolation_curve(model_a, model_b, [-outside, 1 + outside], x, y)["loss"]
     scales = line_scales(model_a, model_b)
     return {"norm_a": scales["norm_a"], "length": scales["length"], "loss_beyond_a": float(loss[0]),

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from hw1utils._evaluation import _dataset_mean, _device_of, _eval_copy
+from hw1utils.evaluation import dataset_mean, device_of, eval_copy
 from hw1utils.weight_vector import LossFn, flat_params, functional_loss
 
 Span = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
@@ -46,13 +46,13 @@ def filter_normalized_direction(model: nn.Module, seed: int = 0) -> Tensor:
 def _loss_evaluator(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor,
                     batch_size: int | None) -> Callable[[Tensor], Tensor]:
     """points (K, P) -> mean loss on (x, y) at each flat parameter vector (eval mode, vmapped over K)."""
-    batched = vmap(functional_loss(_eval_copy(model), loss_fn), in_dims=(0, None, None))
-    device = _device_of(model)
+    batched = vmap(functional_loss(eval_copy(model), loss_fn), in_dims=(0, None, None))
+    device = device_of(model)
 
     def losses(points: Tensor) -> Tensor:
         """(K,) mean losses at the K points."""
         with torch.no_grad():
-            return _dataset_mean(lambda xb, yb: (batched(points, xb, yb),), batch_size, device, x, y)[0]
+            return dataset_mean(lambda xb, yb: (batched(points, xb, yb),), batch_size, device, x, y)[0]
 
     return losses
 

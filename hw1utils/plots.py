@@ -1,4 +1,5 @@
-"""Plot helpers shared by the notebooks: each takes ax=None and returns the figure (never shows it)."""
+"""One function per kind of figure, grouped by kind; each takes ax=None (where it draws one panel) and returns the
+figure, never showing it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+
+# ---------------------------------------------------------------------------------------------------------
+# Building blocks: axes, bands over seeds, curves, tables
+# ---------------------------------------------------------------------------------------------------------
 
 
 def axes(ax: Axes | None = None, figsize: tuple[float, float] = (6.4, 4.0)) -> tuple[Figure, Axes]:
@@ -77,8 +82,176 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]], right: Ma
     return fig
 
 
+def seed_band(stats, metric: str, label: str, ax: Axes, color=None) -> None:
+    """Mean over seeds of `metric` against the parameter count (the index of `stats`), min-max band (1-3b)."""
+    params, column = stats.index.to_numpy(), stats[metric]
+    (line,) = ax.plot(params, column["mean"], "o-", markersize=4, color=color, label=f"{label}, mean")
+    ax.fill_between(params, column["min"], column["max"], color=line.get_color(), alpha=0.2, linewidth=0,
+                    label=f"{label}, min-max over seeds")
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Centred mean over `window` neighbours (fewer at the ends), the same length as `values`."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    index = np.arange(len(values))
+    lo, hi = np.maximum(index - window // 2, 0), np.minimum(index + (window - 1) // 2 + 1, len(values))
+    return (sums[hi] - sums[lo]) / (hi - lo)
+
+
+def formatted_table(table, formats: dict[str, str]):
+    """`table` with the named columns turned into strings by their format ("{:.3g}"), for a stable display."""
+    return table.apply(lambda column: column.map(formats[column.name].format) if column.name in formats else column)
+
+
+def labelled_table(summaries: Mapping[str, Mapping[str, float]], rows: Mapping[str, str]):
+    """Summaries of several cases side by side: one row per key of `rows`, labelled by its value, .3g ('–' for nan)."""
+    table = pd.DataFrame(summaries).loc[list(rows)].rename(index=rows)
+    return table.map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}")
+
+
+KIND_STYLES = {"minimum": dict(color="tab:blue", marker="o"), "saddle": dict(color="tab:red", marker="^")}
+STALLED_STYLE = dict(color="0.6", marker="x")  # every stalled run, whatever its cause (1-2c)
+
+
 # ---------------------------------------------------------------------------------------------------------
-# Weight trajectories, loss surfaces and per-step curves (1-2a, 1-2b)
+# Training curves: loss, accuracy and gradient norm against the steps or epochs (1-1, 1-2b, 1-3a)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def step_curves(step_loss: Sequence[float], step_grad_norm: Sequence[float], steps_per_epoch: int,
+                epochs: Sequence[int] = (), epoch_loss: Sequence[float] = (),
+                epoch_grad_norm: Sequence[float] = (), window: int = 1, axs: Sequence[Axes] | None = None,
+                log_loss: bool = True, log_grad: bool = True, title: str = "") -> Figure:
+    """Loss (top) and gradient norm (bottom) at every iteration, on a shared iteration axis.
+
+    Per-step values are thin lines (with a `window`-step moving average when window > 1); values
+    measured at epoch ends (`epochs`, `epoch_loss`, `epoch_grad_norm`) are markers at iteration
+    epoch * steps_per_epoch. Iteration i is the step taken from the weights after i updates, so an
+    epoch-end value lines up with the step that follows it.
+    """
+    if len(step_loss) != len(step_grad_norm):
+        raise ValueError("step_loss and step_grad_norm differ in length: "
+                         f"{len(step_loss)} vs {len(step_grad_norm)}")
+    if axs is None:
+        fig, axs = plt.subplots(2, 1, figsize=(8.0, 6.0), sharex=True, layout="constrained")
+    fig = axs[0].figure
+    iteration = np.arange(len(step_loss))  # step i starts from the weights after i updates
+    at_epoch = np.asarray(epochs, dtype=float) * steps_per_epoch
+    panels = ((axs[0], step_loss, epoch_loss, "loss", "tab:blue", log_loss),
+              (axs[1], step_grad_norm, epoch_grad_norm, "gradient 2-norm", "tab:red", log_grad))
+    for ax, per_step, per_epoch, name, color, log in panels:
+        ax.plot(iteration, per_step, color=color, linewidth=0.6, alpha=0.45 if window > 1 else 0.9,
+                label=f"{name} of the step's mini-batch")
+        if window > 1:
+            ax.plot(iteration, moving_average(per_step, window), color=color, linewidth=1.6,
+                    label=f"centred moving average ({window} steps)")
+        if len(per_epoch):
+            ax.plot(at_epoch, per_epoch, "o", color="k", markersize=3.5,
+                    label=f"{name} on all training data (epoch end)")
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper right")
+    axs[1].set_xlabel(f"iteration ({steps_per_epoch} per epoch)")
+    axs[0].set_title(title)
+    return fig
+
+
+def training_steps(history, title: str = "", window: int = 1) -> Figure:
+    """`step_curves` of a History recorded with record_steps and a whole-data gradient hook (1-2b)."""
+    return step_curves(history.step_loss, history.step_grad_norm, history.steps_per_epoch, epochs=history.epoch,
+                       epoch_loss=history.train_loss, epoch_grad_norm=history.extra["full_grad_norm"],
+                       window=window, title=title)
+
+
+def family_training(runs, title: str = "", window: int = 25) -> Figure:
+    """Training loss (log) and training accuracy against optimiser steps of every model of a `TaskRuns`.
+
+    One colour per model, solid for the first family and dashed for the next. Left: the mini-batch loss of
+    every step, as a moving average over `window` steps; right: the accuracy on the whole training set at
+    each evaluation. The line is the median over seeds and the band the seeds' range.
+    """
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12.5, 4.4), layout="constrained")
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for style, (family, ensembles) in zip(("-", "--", ":"), runs.ensembles.items()):
+        for name, ensemble in ensembles.items():
+            color, label, histories = next(colors), f"{family} {name}", ensemble.histories
+            loss = np.array([moving_average(h.step_loss, window) for h in histories])
+            steps = np.arange(1, loss.shape[1] + 1)
+            accuracy = np.array([h.train_acc for h in histories])
+            evaluated = np.asarray(histories[0].epoch) * histories[0].steps_per_epoch
+            for ax, x, values, marker in ((ax_loss, steps, loss, None), (ax_acc, evaluated, accuracy, ".")):
+                ax.plot(x, np.median(values, axis=0), style, color=color, marker=marker, label=label)
+                ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
+    ax_loss.set(yscale="log", xlabel="optimiser step", ylabel="training loss (mini-batch, cross-entropy)",
+                title=f"Training loss, moving average over {window} steps")
+    ax_acc.set(xlabel="optimiser step", ylabel="training accuracy (whole training set)", title="Training accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2)
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def function_fits(fits: Mapping[str, object], title: str = "") -> Figure:
+    """One row per function (key: row title) of deep_shallow.FunctionFit (1-1a).
+
+    Left: every seed's training loss, one thin line each (failed seeds dashed, ending in x), and the
+    failure threshold. Right: the ground truth and, per model, the prediction of its median seed.
+    """
+    fig, axs = plt.subplots(len(fits), 2, figsize=(12.5, 3.9 * len(fits)), layout="constrained", squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (ax_loss, ax_fit), (row_title, fit) in zip(axs, fits.items()):
+        ax_fit.plot(fit.plot_x, fit.truth, color="black", linewidth=2.5, alpha=0.35, label="ground truth")
+        for (model, m), color in zip(fit.models.items(), colors):
+            for loss, failed in zip(m.loss, m.failed):
+                ax_loss.plot(m.epoch, loss, color=color, linewidth=0.7, alpha=0.7, linestyle="--" if failed else "-")
+                if failed:
+                    ax_loss.plot(m.epoch[-1], loss[-1], color=color, marker="x", markersize=8)
+            ax_loss.plot([], [], color=color, label=f"{model}, lr {m.lr:g}: {int(m.failed.sum())} of "
+                                                    f"{len(m.failed)} seeds failed")
+            ax_fit.plot(fit.plot_x, m.prediction, color=color, linewidth=1.3,
+                        label=f"{model}, median seed (final loss {m.final[m.shown]:.2g})")
+        ax_loss.axhline(fit.threshold, color="0.3", linestyle=":", linewidth=1.2,
+                        label=f"failure threshold ({fit.threshold / fit.constant_loss:.0%} of the constant fit's)")
+        ax_loss.set(yscale="log", xlabel="epoch", ylabel="training loss (MSE)", title=f"{row_title}: training loss")
+        ax_fit.set(xlabel="x", ylabel="y", title=f"{row_title}: predictions")
+        for ax in (ax_loss, ax_fit):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+SPLIT_COLORS = {"train": "tab:blue", "test": "tab:orange"}  # 1-3b
+
+
+def label_fit_curves(runs: Mapping[str, Sequence], chance: float, title: str = "") -> Figure:
+    """Training (solid) and test (dashed) loss and accuracy against epochs, median over seeds with min-max band."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    for name, histories in runs.items():
+        epochs = histories[0].epoch
+        for split, style in (("train", "-"), ("test", "--")):
+            for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+                values = np.array([getattr(h, f"{split}_{metric}") for h in histories])
+                band(epochs, values, f"{name}, {split}", ax=ax, color=LABEL_COLORS.get(name), quantiles=(0, 1),
+                     linestyle=style)
+    ax_acc.axhline(chance, color="grey", linewidth=0.8, linestyle=":", label="chance")
+    ax_loss.set(yscale="log", xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weight space: trajectories, loss surfaces and lines through it (1-2a, 1-3c)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -203,93 +376,44 @@ def loss_cuts(cuts: Mapping[str, np.ndarray], ylabel: str = "loss", title: str =
     return fig
 
 
-def moving_average(values: Sequence[float], window: int) -> np.ndarray:
-    """Centred mean over `window` neighbours (fewer at the ends), the same length as `values`."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    values = np.asarray(values, dtype=float)
-    sums = np.cumsum(np.insert(values, 0, 0.0))
-    index = np.arange(len(values))
-    lo, hi = np.maximum(index - window // 2, 0), np.minimum(index + (window - 1) // 2 + 1, len(values))
-    return (sums[hi] - sums[lo]) / (hi - lo)
+def interpolation_line(train_curve: Mapping[str, np.ndarray], test_curve: Mapping[str, np.ndarray],
+                       end_names: tuple[str, str], title: str = "", ax: Axes | None = None) -> Figure:
+    """The course's figure of one line: cross-entropy (log, left) and accuracy (right) against alpha, ends marked."""
+    fig = twin_axes(train_curve["alpha"], {"train loss": train_curve["loss"], "test loss": test_curve["loss"]},
+                    {"train accuracy": train_curve["accuracy"], "test accuracy": test_curve["accuracy"]},
+                    left_label="cross-entropy (log scale)", right_label="accuracy", xlabel=r"$\alpha$", ax=ax,
+                    logy_left=True, title=title)
+    axis = fig.axes[0] if ax is None else ax
+    for alpha in (0.0, 1.0):
+        axis.axvline(alpha, color="gray", linewidth=0.8)
+    ends = axis.secondary_xaxis("top")
+    ends.set_xticks([0.0, 1.0], labels=[f"$\\theta_1$: {end_names[0]}", f"$\\theta_2$: {end_names[1]}"],
+                    fontsize="small", color="gray")
+    return fig
 
 
-def step_curves(step_loss: Sequence[float], step_grad_norm: Sequence[float], steps_per_epoch: int,
-                epochs: Sequence[int] = (), epoch_loss: Sequence[float] = (),
-                epoch_grad_norm: Sequence[float] = (), window: int = 1, axs: Sequence[Axes] | None = None,
-                log_loss: bool = True, log_grad: bool = True, title: str = "") -> Figure:
-    """Loss (top) and gradient norm (bottom) at every iteration, on a shared iteration axis.
+def filter_normalized_profiles(steps: Sequence[float], profiles: Mapping[str, np.ndarray], rise: float,
+                               title: str = "", ax: Axes | None = None) -> Figure:
+    """Training loss along filter-normalised directions through each model: median and min-max band over directions.
 
-    Per-step values are thin lines (with a `window`-step moving average when window > 1); values
-    measured at epoch ends (`epochs`, `epoch_loss`, `epoch_grad_norm`) are markers at iteration
-    epoch * steps_per_epoch. Iteration i is the step taken from the weights after i updates, so an
-    epoch-end value lines up with the step that follows it.
+    A dotted line per model marks its loss at t = 0 plus `rise`, the level that defines its radius.
     """
-    if len(step_loss) != len(step_grad_norm):
-        raise ValueError("step_loss and step_grad_norm differ in length: "
-                         f"{len(step_loss)} vs {len(step_grad_norm)}")
-    if axs is None:
-        fig, axs = plt.subplots(2, 1, figsize=(8.0, 6.0), sharex=True, layout="constrained")
-    fig = axs[0].figure
-    iteration = np.arange(len(step_loss))  # step i starts from the weights after i updates
-    at_epoch = np.asarray(epochs, dtype=float) * steps_per_epoch
-    panels = ((axs[0], step_loss, epoch_loss, "loss", "tab:blue", log_loss),
-              (axs[1], step_grad_norm, epoch_grad_norm, "gradient 2-norm", "tab:red", log_grad))
-    for ax, per_step, per_epoch, name, color, log in panels:
-        ax.plot(iteration, per_step, color=color, linewidth=0.6, alpha=0.45 if window > 1 else 0.9,
-                label=f"{name} of the step's mini-batch")
-        if window > 1:
-            ax.plot(iteration, moving_average(per_step, window), color=color, linewidth=1.6,
-                    label=f"centred moving average ({window} steps)")
-        if len(per_epoch):
-            ax.plot(at_epoch, per_epoch, "o", color="k", markersize=3.5,
-                    label=f"{name} on all training data (epoch end)")
-        if log:
-            ax.set_yscale("log")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", loc="upper right")
-    axs[1].set_xlabel(f"iteration ({steps_per_epoch} per epoch)")
-    axs[0].set_title(title)
+    fig, ax = axes(ax)
+    zero = int(np.flatnonzero(np.asarray(steps) == 0)[0])
+    for label, runs in profiles.items():
+        band(steps, runs, label, ax=ax, quantiles=(0.0, 1.0))
+        ax.axhline(np.median(runs[:, zero]) + rise, color=ax.get_lines()[-1].get_color(), linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set(xlabel="step t along the direction (units of each weight row's own norm)",
+           ylabel="training cross-entropy (log scale)", title=title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
     return fig
 
 
-def training_steps(history, title: str = "", window: int = 1) -> Figure:
-    """`step_curves` of a History recorded with record_steps and a whole-data gradient hook (1-2b)."""
-    return step_curves(history.step_loss, history.step_grad_norm, history.steps_per_epoch, epochs=history.epoch,
-                       epoch_loss=history.train_loss, epoch_grad_norm=history.extra["full_grad_norm"],
-                       window=window, title=title)
-
-
-def formatted_table(table, formats: dict[str, str]):
-    """`table` with the named columns turned into strings by their format ("{:.3g}"), for a stable display."""
-    return table.apply(lambda column: column.map(formats[column.name].format) if column.name in formats else column)
-
-
-def labelled_table(summaries: Mapping[str, Mapping[str, float]], rows: Mapping[str, str]):
-    """Summaries of several cases side by side: one row per key of `rows`, labelled by its value, .3g ('–' for nan)."""
-    table = pd.DataFrame(summaries).loc[list(rows)].rename(index=rows)
-    return table.map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}")
-
-
-KIND_STYLES = {"minimum": dict(color="tab:blue", marker="o"), "saddle": dict(color="tab:red", marker="^")}
-STALLED_STYLE = dict(color="0.6", marker="x")  # every stalled run, whatever its cause (1-2c)
-
-
-def minimal_ratio_panels(runs, criterion: float, title: str = "") -> Figure:
-    """Both minimal ratios (Hessian, sampled) against the loss: minima, saddles, stalled runs grey (1-2c)."""
-    fig, axs = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, layout="constrained")
-    for ax, column, name in ((axs[0], "ratio_hessian", "Hessian: fraction of eigenvalues > tol"),
-                             (axs[1], "ratio_sampled", "sampled: fraction of nearby points with higher loss")):
-        for kind, group in runs.groupby("kind"):
-            style = KIND_STYLES.get(kind, STALLED_STYLE)
-            label = kind if kind in KIND_STYLES else f"stalled, not critical ({kind.split(': ')[-1]})"
-            ax.scatter(group["loss"], group[column], s=36, alpha=0.5, label=f"{label} ({len(group)})", **style)
-        ax.set(xscale="log", xlabel="training loss (MSE) at the final point", ylabel="minimal ratio", title=name)
-        ax.grid(alpha=0.3)
-    axs[0].legend(fontsize="small", title=f"critical: $\\|\\nabla L\\|$ < {criterion:g}", title_fontsize="small")
-    fig.suptitle(title)
-    return fig
+# ---------------------------------------------------------------------------------------------------------
+# Critical points: gradient norms, spectra and minimal ratio (1-2c)
+# ---------------------------------------------------------------------------------------------------------
 
 
 def final_grad_norms(runs, history: Mapping[int, Sequence[float]], criterion: float, floor: float = 1e-20) -> Figure:
@@ -334,45 +458,64 @@ def spectrum_and_tolerance(relative: np.ndarray, sweep, rel_tol: float, gap: tup
     return fig
 
 
-def function_fits(fits: Mapping[str, object], title: str = "") -> Figure:
-    """One row per function (key: row title) of deep_shallow.FunctionFit (1-1a).
-
-    Left: every seed's training loss, one thin line each (failed seeds dashed, ending in x), and the
-    failure threshold. Right: the ground truth and, per model, the prediction of its median seed.
-    """
-    fig, axs = plt.subplots(len(fits), 2, figsize=(12.5, 3.9 * len(fits)), layout="constrained", squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (ax_loss, ax_fit), (row_title, fit) in zip(axs, fits.items()):
-        ax_fit.plot(fit.plot_x, fit.truth, color="black", linewidth=2.5, alpha=0.35, label="ground truth")
-        for (model, m), color in zip(fit.models.items(), colors):
-            for loss, failed in zip(m.loss, m.failed):
-                ax_loss.plot(m.epoch, loss, color=color, linewidth=0.7, alpha=0.7, linestyle="--" if failed else "-")
-                if failed:
-                    ax_loss.plot(m.epoch[-1], loss[-1], color=color, marker="x", markersize=8)
-            ax_loss.plot([], [], color=color, label=f"{model}, lr {m.lr:g}: {int(m.failed.sum())} of "
-                                                    f"{len(m.failed)} seeds failed")
-            ax_fit.plot(fit.plot_x, m.prediction, color=color, linewidth=1.3,
-                        label=f"{model}, median seed (final loss {m.final[m.shown]:.2g})")
-        ax_loss.axhline(fit.threshold, color="0.3", linestyle=":", linewidth=1.2,
-                        label=f"failure threshold ({fit.threshold / fit.constant_loss:.0%} of the constant fit's)")
-        ax_loss.set(yscale="log", xlabel="epoch", ylabel="training loss (MSE)", title=f"{row_title}: training loss")
-        ax_fit.set(xlabel="x", ylabel="y", title=f"{row_title}: predictions")
-        for ax in (ax_loss, ax_fit):
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
+def minimal_ratio_panels(runs, criterion: float, title: str = "") -> Figure:
+    """Both minimal ratios (Hessian, sampled) against the loss: minima, saddles, stalled runs grey (1-2c)."""
+    fig, axs = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, layout="constrained")
+    for ax, column, name in ((axs[0], "ratio_hessian", "Hessian: fraction of eigenvalues > tol"),
+                             (axs[1], "ratio_sampled", "sampled: fraction of nearby points with higher loss")):
+        for kind, group in runs.groupby("kind"):
+            style = KIND_STYLES.get(kind, STALLED_STYLE)
+            label = kind if kind in KIND_STYLES else f"stalled, not critical ({kind.split(': ')[-1]})"
+            ax.scatter(group["loss"], group[column], s=36, alpha=0.5, label=f"{label} ({len(group)})", **style)
+        ax.set(xscale="log", xlabel="training loss (MSE) at the final point", ylabel="minimal ratio", title=name)
+        ax.grid(alpha=0.3)
+    axs[0].legend(fontsize="small", title=f"critical: $\\|\\nabla L\\|$ < {criterion:g}", title_fontsize="small")
     fig.suptitle(title)
     return fig
 
 
-SPLIT_COLORS = {"train": "tab:blue", "test": "tab:orange"}  # 1-3b
+# ---------------------------------------------------------------------------------------------------------
+# Measures against a design variable and the generalisation gap (1-3a, 1-3b, 1-3d)
+# ---------------------------------------------------------------------------------------------------------
 
 
-def seed_band(stats, metric: str, label: str, ax: Axes, color=None) -> None:
-    """Mean over seeds of `metric` against the parameter count (the index of `stats`), min-max band (1-3b)."""
-    params, column = stats.index.to_numpy(), stats[metric]
-    (line,) = ax.plot(params, column["mean"], "o-", markersize=4, color=color, label=f"{label}, mean")
-    ax.fill_between(params, column["min"], column["max"], color=line.get_color(), alpha=0.2, linewidth=0,
-                    label=f"{label}, min-max over seeds")
+def memorisation_growth(table, curves: Mapping[int, Sequence], threshold: float, title: str = "") -> Figure:
+    """Epochs to memorise against the training-set size (log x, one dot per seed, mean line) and the
+    random-label training accuracy per size (median over seeds, min-max band)."""
+    fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    means = table.groupby("n_train")["epochs"].mean()
+    ax.plot(means.index, means.to_numpy(), color="k", marker="o", label="mean over seeds")
+    ax.scatter(table["n_train"], table["epochs"], color="tab:red", alpha=0.6, label="one seed")
+    ax.set(xscale="log", xlabel="training images (random labels)", ylim=(0, None),
+           ylabel=f"first epoch with training accuracy $\\geq$ {threshold:.0%}", title="Epochs to memorise")
+    ax.set_xticks(means.index, [f"{n:,}" for n in means.index])
+    ax.minorticks_off()
+    for n, histories in curves.items():
+        band(histories[0].epoch, np.array([h.train_acc for h in histories]), f"{n:,} images", ax=ax_acc,
+             quantiles=(0, 1))
+    ax_acc.axhline(threshold, color="grey", linewidth=0.8, linestyle=":")
+    ax_acc.set(xlabel="epoch", ylabel="training accuracy (random labels)", ylim=(0, 1.02),
+               title="Training accuracy per training-set size")
+    for axis in (ax, ax_acc):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    fig.suptitle(title, fontsize="small")
+    return fig
+
+
+def corruption_sweep(table, chance_error: float, title: str = "") -> Figure:
+    """Training and test error against the fraction of corrupted labels: one dot per seed, mean line (Zhang Fig. 1c)."""
+    fig, ax = axes(figsize=(6.4, 4.2))
+    for column, color, name in (("train_error", "tab:blue", "training error"), ("test_error", "tab:red", "test error")):
+        means = table.groupby("fraction")[column].mean()
+        ax.plot(means.index, means.to_numpy(), color=color, marker="o", label=f"{name}, mean over seeds")
+        ax.scatter(table["fraction"], table[column], color=color, alpha=0.5, s=16)
+    ax.axhline(chance_error, color="grey", linewidth=0.8, linestyle=":", label="chance error")
+    ax.set(xlabel="label corruption (probability each training label is redrawn)", ylabel="error",
+           ylim=(-0.02, 1.0), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
 
 
 def _params_axes(axs, ylabels: Sequence[str], titles: Sequence[str], fitting: int | None) -> None:
@@ -417,98 +560,6 @@ def params_vs_gap(stats, fitting: int | None = None, title: str = "") -> Figure:
 LABEL_COLORS = {"random labels": "tab:red", "true labels": "tab:blue"}
 
 
-def label_fit_curves(runs: Mapping[str, Sequence], chance: float, title: str = "") -> Figure:
-    """Training (solid) and test (dashed) loss and accuracy against epochs, median over seeds with min-max band."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
-    for name, histories in runs.items():
-        epochs = histories[0].epoch
-        for split, style in (("train", "-"), ("test", "--")):
-            for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
-                values = np.array([getattr(h, f"{split}_{metric}") for h in histories])
-                band(epochs, values, f"{name}, {split}", ax=ax, color=LABEL_COLORS.get(name), quantiles=(0, 1),
-                     linestyle=style)
-    ax_acc.axhline(chance, color="grey", linewidth=0.8, linestyle=":", label="chance")
-    ax_loss.set(yscale="log", xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="Accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle(title, fontsize="small")
-    return fig
-
-
-def memorisation_growth(table, curves: Mapping[int, Sequence], threshold: float, title: str = "") -> Figure:
-    """Epochs to memorise against the training-set size (log x, one dot per seed, mean line) and the
-    random-label training accuracy per size (median over seeds, min-max band)."""
-    fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
-    means = table.groupby("n_train")["epochs"].mean()
-    ax.plot(means.index, means.to_numpy(), color="k", marker="o", label="mean over seeds")
-    ax.scatter(table["n_train"], table["epochs"], color="tab:red", alpha=0.6, label="one seed")
-    ax.set(xscale="log", xlabel="training images (random labels)", ylim=(0, None),
-           ylabel=f"first epoch with training accuracy $\\geq$ {threshold:.0%}", title="Epochs to memorise")
-    ax.set_xticks(means.index, [f"{n:,}" for n in means.index])
-    ax.minorticks_off()
-    for n, histories in curves.items():
-        band(histories[0].epoch, np.array([h.train_acc for h in histories]), f"{n:,} images", ax=ax_acc,
-             quantiles=(0, 1))
-    ax_acc.axhline(threshold, color="grey", linewidth=0.8, linestyle=":")
-    ax_acc.set(xlabel="epoch", ylabel="training accuracy (random labels)", ylim=(0, 1.02),
-               title="Training accuracy per training-set size")
-    for axis in (ax, ax_acc):
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
-    fig.suptitle(title, fontsize="small")
-    return fig
-
-
-def corruption_sweep(table, chance_error: float, title: str = "") -> Figure:
-    """Training and test error against the fraction of corrupted labels: one dot per seed, mean line (Zhang Fig. 1c)."""
-    fig, ax = axes(figsize=(6.4, 4.2))
-    for column, color, name in (("train_error", "tab:blue", "training error"), ("test_error", "tab:red", "test error")):
-        means = table.groupby("fraction")[column].mean()
-        ax.plot(means.index, means.to_numpy(), color=color, marker="o", label=f"{name}, mean over seeds")
-        ax.scatter(table["fraction"], table[column], color=color, alpha=0.5, s=16)
-    ax.axhline(chance_error, color="grey", linewidth=0.8, linestyle=":", label="chance error")
-    ax.set(xlabel="label corruption (probability each training label is redrawn)", ylabel="error",
-           ylim=(-0.02, 1.0), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return fig
-
-
-def family_training(runs, title: str = "", window: int = 25) -> Figure:
-    """Training loss (log) and training accuracy against optimiser steps of every model of a `TaskRuns`.
-
-    One colour per model, solid for the first family and dashed for the next. Left: the mini-batch loss of
-    every step, as a moving average over `window` steps; right: the accuracy on the whole training set at
-    each evaluation. The line is the median over seeds and the band the seeds' range.
-    """
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12.5, 4.4), layout="constrained")
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
-    for style, (family, ensembles) in zip(("-", "--", ":"), runs.ensembles.items()):
-        for name, ensemble in ensembles.items():
-            color, label, histories = next(colors), f"{family} {name}", ensemble.histories
-            loss = np.array([moving_average(h.step_loss, window) for h in histories])
-            steps = np.arange(1, loss.shape[1] + 1)
-            accuracy = np.array([h.train_acc for h in histories])
-            evaluated = np.asarray(histories[0].epoch) * histories[0].steps_per_epoch
-            for ax, x, values, marker in ((ax_loss, steps, loss, None), (ax_acc, evaluated, accuracy, ".")):
-                ax.plot(x, np.median(values, axis=0), style, color=color, marker=marker, label=label)
-                ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
-    ax_loss.set(yscale="log", xlabel="optimiser step", ylabel="training loss (mini-batch, cross-entropy)",
-                title=f"Training loss, moving average over {window} steps")
-    ax_acc.set(xlabel="optimiser step", ylabel="training accuracy (whole training set)", title="Training accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", ncol=2)
-    fig.suptitle(title, fontsize="medium")
-    return fig
-
-# ---------------------------------------------------------------------------------------------------------
-# Measures against the batch size and the generalisation gap (1-3d)
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _batch_size_axes(ax: Axes, ylabel: str, logy: bool) -> None:
     """Log2 batch-size axis, y label and scale, grid and legend (1-3d)."""
     ax.set_xscale("log", base=2)
@@ -550,44 +601,4 @@ def measures_vs_gap(runs, measures: Mapping[str, str], gaps: Mapping[str, str], 
             ax.grid(alpha=0.3)
     fig.colorbar(points, ax=grid, label="log2 batch size")
     fig.suptitle(title)
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Interpolation between two models and flatness around each (1-3c)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def interpolation_line(train_curve: Mapping[str, np.ndarray], test_curve: Mapping[str, np.ndarray],
-                       end_names: tuple[str, str], title: str = "", ax: Axes | None = None) -> Figure:
-    """The course's figure of one line: cross-entropy (log, left) and accuracy (right) against alpha, ends marked."""
-    fig = twin_axes(train_curve["alpha"], {"train loss": train_curve["loss"], "test loss": test_curve["loss"]},
-                    {"train accuracy": train_curve["accuracy"], "test accuracy": test_curve["accuracy"]},
-                    left_label="cross-entropy (log scale)", right_label="accuracy", xlabel=r"$\alpha$", ax=ax,
-                    logy_left=True, title=title)
-    axis = fig.axes[0] if ax is None else ax
-    for alpha in (0.0, 1.0):
-        axis.axvline(alpha, color="gray", linewidth=0.8)
-    ends = axis.secondary_xaxis("top")
-    ends.set_xticks([0.0, 1.0], labels=[f"$\\theta_1$: {end_names[0]}", f"$\\theta_2$: {end_names[1]}"],
-                    fontsize="small", color="gray")
-    return fig
-
-
-def filter_normalized_profiles(steps: Sequence[float], profiles: Mapping[str, np.ndarray], rise: float,
-                               title: str = "", ax: Axes | None = None) -> Figure:
-    """Training loss along filter-normalised directions through each model: median and min-max band over directions.
-
-    A dotted line per model marks its loss at t = 0 plus `rise`, the level that defines its radius.
-    """
-    fig, ax = axes(ax)
-    zero = int(np.flatnonzero(np.asarray(steps) == 0)[0])
-    for label, runs in profiles.items():
-        band(steps, runs, label, ax=ax, quantiles=(0.0, 1.0))
-        ax.axhline(np.median(runs[:, zero]) + rise, color=ax.get_lines()[-1].get_color(), linestyle=":", linewidth=1)
-    ax.set_yscale("log")
-    ax.set(xlabel="step t along the direction (units of each weight row's own norm)",
-           ylabel="training cross-entropy (log scale)", title=title)
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
     return fig

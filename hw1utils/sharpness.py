@@ -24,8 +24,8 @@ from scipy.optimize import Bounds, OptimizeResult, minimize
 from torch import Tensor, nn
 from torch.func import grad_and_value
 
-from hw1utils._evaluation import _dataset_mean, _device_of, _eval_copy
 from hw1utils.curvature import top_hessian_eigenvalue
+from hw1utils.evaluation import dataset_mean, device_of, eval_copy
 from hw1utils.weight_vector import LossFn, flat_params, functional_loss
 
 KESKAR_EPSILONS = (1e-3, 5e-4)  # the box sizes of Keskar et al. (2017), Tables 3 and 4
@@ -45,13 +45,13 @@ class _FullDataLoss:
 def _full_data_loss(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor,
                     batch_size: int | None) -> _FullDataLoss:
     """The float64 full-data mean loss of model's weights (and its exact gradient), in chunks of batch_size."""
-    frozen = _eval_copy(model)
-    device, theta = _device_of(frozen), flat_params(frozen).double()
+    frozen = eval_copy(model)
+    device, theta = device_of(frozen), flat_params(frozen).double()
     objective = functional_loss(frozen, loss_fn)
 
     def data_mean(fn: Callable[[Tensor, Tensor], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
         """Full-data float64 mean of the chunk means that fn returns."""
-        return _dataset_mean(fn, batch_size, device, inputs, targets, dtype=torch.float64)
+        return dataset_mean(fn, batch_size, device, inputs, targets, dtype=torch.float64)
 
     def loss_of(flat: Tensor) -> Tensor:
         """Mean loss over the whole data at `flat`."""

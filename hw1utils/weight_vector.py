@@ -69,7 +69,7 @@ def _like(tensor: Tensor, flat: Tensor) -> Tensor:
     return tensor.to(device=flat.device, dtype=dtype, copy=True)
 
 
-def _float64(tensor: Tensor) -> Tensor:
+def float64(tensor: Tensor) -> Tensor:
     """`tensor` in float64 when it is floating point (class-index targets stay integer)."""
     return tensor.double() if tensor.is_floating_point() else tensor
 
@@ -110,7 +110,7 @@ def stacked_loss_fn(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor
     return vmap(functional_loss(model, loss_fn), in_dims=(0, None, None))
 
 
-def _check_stack(model: nn.Module, flats: Tensor) -> int:
+def check_stack(model: nn.Module, flats: Tensor) -> int:
     """Number of parameters P; ValueError unless flats is a (K, P) tensor."""
     n_params = _n_params(model)
     if not isinstance(flats, Tensor) or flats.dim() != 2 or flats.shape[1] != n_params:

@@ -105,6 +105,8 @@ def test_correlations_match_rank_correlation_and_claim_only_intervals_that_exclu
     assert table.loc[("rising", "gap"), "claim"] and table.loc[("rising", "gap"), "low"] > 0
     noise = table.loc[("noise", "gap")]
     assert noise["claim"] == bool(noise["low"] > 0 or noise["high"] < 0)
+    assert table[["rho", "low", "high"]].dtypes.eq(float).all(), "numeric columns, so that .round(2) rounds"
+    assert table.round(2).loc[("rising", "gap"), "rho"] == round(expected["rho"], 2)
     stats = study.by_batch_size(runs, ["rising"])
     assert list(stats.index) == [8, 32, 128, 512]
     assert stats.loc[8, ("rising", "max")] == runs["rising"][:3].max()

@@ -262,3 +262,12 @@ def test_the_two_plot_functions_draw_on_log_axes():
     fig2 = plots.filter_normalized_profiles(steps, {"m": np.array([[2.0, 1.0, 3.0], [2.5, 1.0, 2.0]])}, rise=0.1)
     assert fig2.axes[0].get_yscale() == "log"
     plt.close("all")
+
+
+def test_alpha_grid_puts_both_models_on_it_or_names_the_rule():
+    grid = interpolation.alpha_grid((-1.0, 2.0), 61)
+    assert grid[20] == 0.0 and np.isclose(grid[40], 1.0) and len(grid) == 61
+    with pytest.raises(ValueError, match=r"N_ALPHAS = 60 .* N_ALPHAS - 1 must be a multiple of 3 \(e.g. 61\)"):
+        interpolation.alpha_grid((-1.0, 2.0), 60)
+    with pytest.raises(ValueError, match="ALPHA_RANGE must contain"):
+        interpolation.alpha_grid((0.5, 2.0), 61)

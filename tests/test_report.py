@@ -1,129 +1,120 @@
-"""README generation from results.json."""
+"""REPORT.md from the notebooks, README's timing table from the benchmark file, each claim written once."""
 
 import json
 
+import nbformat
 import pytest
 
 from hw1utils import report
+from hw1utils.config import REPO_ROOT
+from hw1utils.notebooks import all_notebooks
 
-RESULTS = {
-    "settings": {"hidden": [64, 64], "lr": 0.001, "optimizer": "adam", "train_limit": None,
-                 "profile_params": {"epochs": 20, "sizes": [1, 2]}},
-    "mnist": {"summary": {"last_epoch_loss": 0.043219}, "train_loss": [0.9, 0.5, 0.25], "params": 55050},
-}
-PROSE = ("The loss fell to <!-- nb:mnist.summary.last_epoch_loss:.3g -->?<!-- /value --> "
-         "(last <!-- nb:mnist.train_loss.-1:.1% -->?<!-- /value -->, first <!-- nb:mnist.train_loss.0: -->?"
-         "<!-- /value -->) with <!-- nb:mnist.params:, -->?<!-- /value --> parameters.\n")
-
-
-def make_repo(tmp_path, results=RESULTS, stem="nb"):
-    """A fake repository: figures/STEM/results.json (plus a figure file); returns (figures dir, root)."""
-    figures = tmp_path / "figures"
-    (figures / stem).mkdir(parents=True)
-    (figures / stem / "results.json").write_text(json.dumps(results, sort_keys=True))
-    (figures / stem / "loss.png").write_bytes(b"png")
-    return figures, tmp_path
+OPENING = ("# 1-9z A made-up subtask\n\n**The task.** Do it.\n\n"
+           "**Report questions.** *\"What happens?\"*\n\nMore prose.")
+ANSWER = "### What we see\n\nThe loss **falls by more than ten times**, and the `gap`\nstays small."
+CHECK = ('checks.confirm({} if not checks.applies(P.PROFILE) else {\n'
+         '    "falls by more than ten times": lambda: True,\n'
+         '    "the gap stays small": lambda: 0 < 1,\n'
+         '})')
+SUITE = {"machine": {"cpu_cores": 2, "device": "cpu", "torch": "2.14.1"},
+         "sizes": {"quick": {"seconds": {"1-9z_made_up": 12.3}, "total": 13.0},
+                   "full-size": {"seconds": {"1-9z_made_up": 99.6}, "total": 101.2, "dataset": "mnist"}}}
 
 
-def test_fill_values_formats_and_indexes_lists(tmp_path):
-    figures, root = make_repo(tmp_path)
-    fresh = report.fill(PROSE, figures)
-    assert "fell to <!-- nb:mnist.summary.last_epoch_loss:.3g -->0.0432<!-- /value --> (" in fresh
-    assert "<!-- nb:mnist.train_loss.-1:.1% -->25.0%<!-- /value -->" in fresh
-    assert "<!-- nb:mnist.train_loss.0: -->0.9<!-- /value -->" in fresh
-    assert "<!-- nb:mnist.params:, -->55,050<!-- /value --> parameters." in fresh
-    assert report.fill(fresh, figures) == fresh
-    assert report.check(fresh, figures, root) == []
+def write_notebook(root, answer=ANSWER, check=CHECK, stem="1-9z_made_up"):
+    """A notebook with an opening, a report cell and a check cell, plus its figure and results.json."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(OPENING),
+                nbformat.v4.new_code_cell('PROFILE = "full"  # profile', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_markdown_cell(answer, metadata={"tags": ["report"]}),
+                nbformat.v4.new_code_cell(check)]
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    path = root / "notebooks" / f"{stem}.ipynb"
+    nbformat.write(nb, path)
+    (root / "figures" / stem).mkdir(parents=True, exist_ok=True)
+    (root / "figures" / stem / "loss_curve.png").write_bytes(b"png")
+    (root / "figures" / stem / "results.json").write_text(json.dumps({"settings": {"PROFILE": "full", "LR": 0.001}}))
+    return path
 
 
-def test_check_reports_stale_number_with_line_and_both_values(tmp_path):
-    figures, root = make_repo(tmp_path)
-    text = "# title\n" + report.fill(PROSE, figures).replace("0.0432", "0.05")
-    [problem] = report.check(text, figures, root)
-    assert problem.startswith("README.md:2: <!-- nb:mnist.summary.last_epoch_loss:.3g -->")
-    assert "'0.05'" in problem and "'0.0432'" in problem
+def all_problems(root, path, report_text=None, readme_text="", timings=None):
+    """report.problems for one notebook in the fake repository `root`."""
+    report_text = report.build_report([path], root / "figures", root) if report_text is None else report_text
+    return report.problems([path], report_text, readme_text, root / "figures", root, timings or root / "none.json")
 
 
-def test_check_names_missing_key_its_file_and_nearest_keys(tmp_path):
-    figures, root = make_repo(tmp_path)
-    text = ("<!-- nb:mnist.summary.last_loss:.3g -->1<!-- /value -->\n"
-            "<!-- nb:mnist.train_loss.7:.3g -->1<!-- /value -->\n")
-    first, second = report.check(text, figures, root)
-    assert first.startswith("README.md:1:") and "'mnist.summary.last_loss'" in first
-    assert str(figures / "nb" / "results.json") in first and "last_epoch_loss" in first
-    assert "README.md:2:" in second and "list of 3 items" in second
-    assert report.fill(text, figures) == text  # broken placeholders are left as they are
+def test_claim_keys_are_the_sentences_given_to_confirm(tmp_path):
+    nb = nbformat.read(write_notebook(tmp_path), as_version=4)
+    assert report.claim_keys(nb) == ["falls by more than ten times", "the gap stays small"]
 
 
-def test_check_reports_missing_results_and_missing_figure(tmp_path):
-    figures, root = make_repo(tmp_path)
-    text = ("<!-- other:a.b:.3g -->1<!-- /value -->\n"
-            "![ok](figures/nb/loss.png) ![gone](figures/nb/gone.png) ![web](https://example.org/x.png)\n")
-    first, second = report.check(text, figures, root)
-    assert first.startswith("README.md:1:") and "other/results.json is missing" in first
-    assert "notebooks/other.ipynb" in first
-    assert second == "README.md:2: figure figures/nb/gone.png is missing"
+def test_a_claim_matches_its_sentence_whatever_the_emphasis_and_line_breaks(tmp_path):
+    path = write_notebook(tmp_path)
+    assert report.unwritten_claims(nbformat.read(path, as_version=4)) == []
+    assert all_problems(tmp_path, path) == []
 
 
-def test_missing_results_or_settings_entry_is_explained(tmp_path):
-    with pytest.raises(ValueError, match=r"nb-x/results\.json is missing: run the notebook notebooks/nb-x\.ipynb"):
-        report.load_results("nb-x", tmp_path)
-    figures, root = make_repo(tmp_path, {"mnist": {}})
-    text = "<!-- BEGIN settings:nb -->\n<!-- END settings:nb -->\n"
-    [problem] = report.check(text, figures, root)
-    assert problem.startswith("README.md:1: settings table of nb: ") and "has no 'settings' dict" in problem
-    assert report.fill(text, figures) == text
+def test_editing_a_sentence_without_its_check_fails(tmp_path):
+    path = write_notebook(tmp_path, answer=ANSWER.replace("ten times", "five times"))
+    assert all_problems(tmp_path, path) == [
+        "1-9z_made_up.ipynb: the check 'falls by more than ten times' is not a sentence of the cells tagged `report`"]
 
 
-def test_code_span_examples_are_left_alone(tmp_path):
-    figures, root = make_repo(tmp_path)
-    text = ("Write `<!-- nb:mnist.params:, -->VALUE<!-- /value -->` or `<!-- BEGIN settings:nb -->\n"
-            "<!-- END settings:nb -->`; here <!-- nb:mnist.params:d -->?<!-- /value -->.\n")
-    fresh = report.fill(text, figures)
-    assert fresh == text.replace("d -->?<", "d -->55050<")
-    assert report.check(fresh, figures, root) == []
+def test_editing_a_check_without_its_sentence_fails(tmp_path):
+    path = write_notebook(tmp_path, check=CHECK.replace("the gap stays small", "the gap stays tiny"))
+    assert any("'the gap stays tiny'" in problem for problem in all_problems(tmp_path, path))
 
 
-def test_settings_table_rendering_and_staleness(tmp_path):
-    figures, root = make_repo(tmp_path)
-    text = "intro\n<!-- BEGIN settings:nb -->\n<!-- END settings:nb -->\noutro\n"
-    fresh = report.fill(text, figures)
-    assert fresh == ("intro\n<!-- BEGIN settings:nb -->\n| setting | value |\n|---|---|\n"
-                     "| `hidden` | 64, 64 |\n| `lr` | 0.001 |\n| `optimizer` | adam |\n"
-                     "| `profile_params` | epochs: 20, sizes: [1, 2] |\n| `train_limit` | None |\n\n"
-                     "<!-- END settings:nb -->\noutro\n")
-    assert report.fill(fresh, figures) == fresh
-    assert report.check(fresh, figures, root) == []
-    [problem] = report.check(text, figures, root)
-    assert problem == "README.md:2: settings table of nb is stale"
-    assert report.check(fresh.replace("0.001", "0.01"), figures, root) == [problem]
+def test_a_check_of_a_sentence_outside_the_report_cells_fails(tmp_path):
+    path = write_notebook(tmp_path, check=CHECK.replace("the gap stays small", "More prose"))
+    assert any("'More prose'" in problem for problem in all_problems(tmp_path, path)), "the opening is not an answer"
 
 
-def test_main_check_runs_every_pass(tmp_path, monkeypatch, capsys):
-    figures, root = make_repo(tmp_path)
-    readme = root / "README.md"
-    readme.write_text("# title\n" + PROSE
-                      + "<!-- BEGIN settings:nb -->\n<!-- END settings:nb -->\n![gone](figures/nb/gone.png)\n")
-    monkeypatch.setattr(report, "README", readme)
-    monkeypatch.setattr(report, "FIGURES_DIR", figures)
-    monkeypatch.setattr(report, "REPO_ROOT", root)
-    assert report.main(["--check"]) == 1
-    err = capsys.readouterr().err
-    for expected in ("README.md:2: <!-- nb:mnist.summary",
-                     "settings table of nb is stale", "figure figures/nb/gone.png is missing"):
-        assert expected in err
-    assert report.main([]) == 1  # everything rewritten but the missing figure
-    out, err = capsys.readouterr()
-    assert out == "rewrote 4 values and 1 settings tables of README.md\n"
-    [problem] = err.splitlines()
-    assert problem.startswith("README.md:") and problem.endswith(": figure figures/nb/gone.png is missing")
-    assert "55,050" in readme.read_text() and "| `lr` | 0.001 |" in readme.read_text()
-    readme.write_text(readme.read_text().replace("![gone](figures/nb/gone.png)\n", ""))
-    assert report.main(["--check"]) == 0 and capsys.readouterr().err == ""
+def test_the_report_copies_questions_figures_answers_and_settings(tmp_path):
+    path = write_notebook(tmp_path)
+    text = report.build_report([path], tmp_path / "figures", tmp_path)
+    assert "\n## 1-9\n" in text and "### 1-9z A made-up subtask" in text
+    assert "**Report questions.** *\"What happens?\"*" in text and "More prose" not in text
+    assert "![loss curve](figures/1-9z_made_up/loss_curve.png)" in text
+    assert "##### What we see" in text and "The loss **falls by more than ten times**" in text
+    assert "| `LR` | 0.001 |" in text
 
 
-def test_committed_readme_is_current():
-    text = report.README.read_text()
-    assert "<!-- BEGIN report:" not in text, "README.md still has an old generated section"
-    assert report.fill(text) == text, "README.md is stale: run `python -m hw1utils.report`"
-    assert report.check(text) == [], "README.md is not current: run `python -m hw1utils.report --check`"
+def test_a_report_that_no_longer_matches_its_notebook_is_stale(tmp_path):
+    path = write_notebook(tmp_path)
+    old = report.build_report([path], tmp_path / "figures", tmp_path)
+    write_notebook(tmp_path, answer=ANSWER + " A new sentence.")
+    assert "REPORT.md is stale: a notebook's text, figures or settings changed" in all_problems(tmp_path, path, old)
+
+
+def test_the_timing_table_is_filled_from_the_benchmark_file(tmp_path):
+    timings = tmp_path / "suite.json"
+    timings.write_text(json.dumps(SUITE))
+    readme = "# Title\n\n<!-- BEGIN timing -->\nold\n<!-- END timing -->\n"
+    fresh = report.fresh_readme(readme, timings)
+    assert "| notebook | quick (s) | full-size (s) |" in fresh and "| 1-9z_made_up | 12 | 100 |" in fresh
+    assert "| **whole suite, wall** | **13** | **101** |" in fresh and "full-size: mnist" in fresh
+    assert report.fresh_readme(fresh, timings) == fresh
+    path = write_notebook(tmp_path)
+    assert any("timing table is stale" in p for p in all_problems(tmp_path, path, readme_text=readme, timings=timings))
+    assert all_problems(tmp_path, path, readme_text=fresh, timings=timings) == []
+
+
+def test_a_missing_readme_figure_is_named(tmp_path):
+    path = write_notebook(tmp_path)
+    assert "README.md: figure figures/gone.png is missing" in all_problems(tmp_path, path,
+                                                                           readme_text="![x](figures/gone.png)")
+
+
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.stem)
+def test_every_checked_claim_is_a_sentence_of_its_notebook(path):
+    nb = nbformat.read(path, as_version=4)
+    assert report.claim_keys(nb), f"{path.name} checks no claim"
+    assert report.unwritten_claims(nb) == []
+
+
+def test_the_committed_report_and_readme_are_current():
+    """What `python -m hw1utils.report --check` checks, on the committed files."""
+    found = report.problems(all_notebooks(), report.REPORT.read_text(), report.README.read_text())
+    assert found == [], "\n".join(found)
+    assert (REPO_ROOT / "REPORT.md").is_file()

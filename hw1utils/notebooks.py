@@ -151,6 +151,7 @@ class Outcome:
     contradicted: list[str] = field(default_factory=list)
     error: str = ""  # the error's name and first line, when it was not a contradicted sentence
     kept: str = ""  # where the failed run's executed copy and figures were put
+    elapsed: float | None = None  # wall seconds until a failed run stopped
 
     @property
     def passed(self) -> bool:
@@ -179,16 +180,19 @@ def move_tree(source: Path, target: Path) -> None:
 def _run_one(path: Path, target: Path | None, timeout: int, parameters: dict[str, Any] | None, staging: Path,
              figures: Path, failed: Path) -> Outcome:
     """Execute one notebook; move its figures from `staging` to `figures`, or keep a failed run's under `failed`."""
+    start = time.perf_counter()
     try:
         seconds = execute(path, target, timeout, parameters)
     except CellExecutionError as err:
+        elapsed = time.perf_counter() - start
         (failed / "notebooks").mkdir(parents=True, exist_ok=True)
         nbformat.write(err.notebook, failed / "notebooks" / path.name)
         move_tree(staging / path.stem, failed / "figures" / path.stem)
         first_line = str(err.evalue or "").splitlines()[:1]
         outcome = Outcome(contradicted=contradicted_sentences(err), error=f"{err.ename}: {''.join(first_line)}",
-                          kept=config.shown_path(failed / "notebooks" / path.name))
-        print(f"{path.name}: FAILED, executed copy and figures kept in {config.shown_path(failed)}\n"
+                          kept=config.shown_path(failed / "notebooks" / path.name), elapsed=elapsed)
+        print(f"{path.name}: FAILED after {elapsed:.1f} s, executed copy and figures kept in "
+              f"{config.shown_path(failed)}\n"
               + "\n".join(f"  contradicted: {s}" for s in outcome.contradicted or [outcome.error]),
               file=sys.stderr, flush=True)
         return outcome
@@ -276,7 +280,7 @@ def replicate(paths: list[Path], out: Path, timeout: int, shift: int = REPLICATE
     jobs = max(1, (os.cpu_count() or 1) // threads)
     outcomes = run_all(paths, out, timeout, jobs, parameters)
     report = {"profile": config.profile(), "threads": threads, "seed_shift": shift,
-              "notebooks": {stem: {"passed": o.passed, "seconds": None if o.seconds is None else round(o.seconds),
+              "notebooks": {stem: {"passed": o.passed, "seconds": round(o.seconds or o.elapsed or 0),
                                    "seeds": parameters[stem], "contradicted": o.contradicted, "error": o.error}
                             for stem, o in sorted(outcomes.items())}}
     out.mkdir(parents=True, exist_ok=True)

@@ -133,3 +133,11 @@ def test_a_claim_that_cannot_be_evaluated_fails_with_what_was_not_found():
     lines = str(failure.value).splitlines()
     assert lines[0] == checks.CONTRADICTS and len(lines) == 3
     assert lines[1].startswith("- the first fitted size (not found in this run: IndexError") and lines[2] == "- fails"
+
+
+def test_claims_that_do_not_apply_still_run_so_a_typo_fails_the_smoke_test(capsys):
+    from hw1utils import checks
+    checks.confirm({"a group of this size": lambda: {}["missing"] > 0, "false here": False}, applies=False)
+    assert "claims not checked" in capsys.readouterr().out, "a missing group or a false claim is no error here"
+    with pytest.raises(NameError):
+        checks.confirm({"a typo": lambda: undefined_name > 0}, applies=False)  # noqa: F821

@@ -42,18 +42,33 @@ def report_cells(nb: nbformat.NotebookNode) -> list[str]:
             if cell.cell_type == "markdown" and REPORT_TAG in cell.metadata.get("tags", [])]
 
 
+def _code_trees(nb: nbformat.NotebookNode) -> list[ast.Module]:
+    """The parsed code cells (IPython magics dropped)."""
+    return [ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%")))
+            for cell in nb.cells if cell.cell_type == "code"]
+
+
+def _string_keys(node: ast.Dict) -> list[str]:
+    """The string-constant keys of a dict display."""
+    return [key.value for key in node.keys if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+
+
 def claim_keys(nb: nbformat.NotebookNode) -> list[str]:
-    """The sentences (string keys) of the dict the notebook's check cell passes to checks.confirm."""
-    keys = []
-    for cell in nb.cells:
-        if cell.cell_type != "code" or "checks.confirm(" not in cell.source:
-            continue
-        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
-        for node in ast.walk(ast.parse(code)):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "confirm":
-                keys += [key.value for call_arg in node.args for dict_node in ast.walk(call_arg)
-                         if isinstance(dict_node, ast.Dict)
-                         for key in dict_node.keys if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+    """The sentences of the claims given to checks.confirm: its dict's string keys, and those of every dict
+    assigned to a name the call spreads into it (`**claims`)."""
+    trees, keys, spread = _code_trees(nb), [], set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "confirm" and node.args:
+                for claims in (n for n in ast.walk(node.args[0]) if isinstance(n, ast.Dict)):
+                    keys += _string_keys(claims)
+                    spread |= {value.id for key, value in zip(claims.keys, claims.values)
+                               if key is None and isinstance(value, ast.Name)}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                    and any(isinstance(t, ast.Name) and t.id in spread for t in node.targets)):
+                keys += _string_keys(node.value)
     return keys
 
 

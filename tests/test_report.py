@@ -48,6 +48,13 @@ def test_claim_keys_are_the_sentences_given_to_confirm(tmp_path):
     assert report.claim_keys(nb) == ["falls by more than ten times", "the gap stays small"]
 
 
+def test_claims_spread_into_confirm_from_another_cell_are_claims_too(tmp_path):
+    path = write_notebook(tmp_path, check='claims = {"the gap stays small": lambda: True}\n'
+                                          'checks.confirm({**claims, "falls by more than ten times": lambda: True})')
+    keys = report.claim_keys(nbformat.read(path, as_version=4))
+    assert sorted(keys) == ["falls by more than ten times", "the gap stays small"]
+
+
 def test_a_claim_matches_its_sentence_whatever_the_emphasis_and_line_breaks(tmp_path):
     path = write_notebook(tmp_path)
     assert report.unwritten_claims(nbformat.read(path, as_version=4)) == []

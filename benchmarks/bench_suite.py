@@ -3,7 +3,7 @@
     python benchmarks/bench_suite.py [--sizes quick,committed,full-size] [--jobs N] [NOTEBOOK ...]
 
 Sizes:
-  quick      HW1_PROFILE=quick: the smoke-test sizes the tests run (config.QUICK).
+  quick      HW1_PROFILE=quick: the smoke-test sizes the tests run (each notebook's QUICK).
   committed  HW1_PROFILE=full on the data found here: the runs behind the committed outputs.
   full-size  HW1_PROFILE=full on full-size data: the real MNIST (60,000 training images) when the data
              root has it, else HW1_DATASET=fashion-mnist (60,000) stands in for it, and the output says

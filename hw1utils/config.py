@@ -1,4 +1,4 @@
-"""Run profile, device, seeding, repository paths and figure/result export."""
+"""A notebook's parameters (`parameters`, passed on as one object), profile, device, threads, paths, export."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import ast
 import json
 import math
 import os
-import random
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -226,13 +225,6 @@ def device() -> torch.device:
     if wanted:
         return torch.device(wanted)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _cannot_write(folder: Path, err: OSError) -> PermissionError:

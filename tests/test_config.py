@@ -32,14 +32,6 @@ def test_dataset_and_paths(monkeypatch, tmp_path):
     assert config.device() == torch.device("cpu")
 
 
-def test_seed_everything_repeats():
-    config.seed_everything(3)
-    a = (torch.rand(3), np.random.rand(3))
-    config.seed_everything(3)
-    b = (torch.rand(3), np.random.rand(3))
-    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-
-
 def test_save_fig_and_results(monkeypatch, tmp_path):
     monkeypatch.delenv("HW1_FIGURES", raising=False)
     monkeypatch.setattr(config, "FIGURES_DIR", tmp_path)

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from hw1utils import critical_points, curvature, train, weight_vector
+from hw1utils import critical_points, curvature, train, uncertainty, weight_vector
 
 PINNED = "stalled: kink pinned on a training input"
 FLAT = "stalled: gradient-flat region"
@@ -141,7 +141,40 @@ def counts(runs: pd.DataFrame, criterion: float, pin_gap: float) -> dict[str, fl
             "stalled_min_grad_norm": float(runs["grad_norm"][~critical].min()) if (~critical).any() else None,
             "saddles_at_constant_fit": int((runs["constant_fit"] & (kind == "saddle")).sum()),
             "minima_at_constant_fit": int((runs["constant_fit"] & (kind == "minimum")).sum()),
+            "nontrivial_minima": int((~runs["constant_fit"] & (kind == "minimum")).sum()),
+            "nontrivial_saddles": int((~runs["constant_fit"] & (kind == "saddle")).sum()),
             "critical_pinned": int((critical & (runs["kink_gap"] < pin_gap)).sum())}
+
+
+def nontrivial(runs: pd.DataFrame) -> pd.DataFrame:
+    """The critical points that are not the constant fit (the net's output is not the mean of y)."""
+    return runs[runs["kind"].isin(["minimum", "saddle"]) & ~runs["constant_fit"]]
+
+
+def constant_fit_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Critical points at the constant fit per kind: count, loss, index and Hessian ratio (range over the runs)."""
+    at_fit = runs[runs["kind"].isin(["minimum", "saddle"]) & runs["constant_fit"]]
+    return (at_fit.groupby("kind")
+            .agg(runs=("seed", "size"), loss=("loss", "median"), index_min=("index", "min"),
+                 index_max=("index", "max"), ratio_hessian=("ratio_hessian", "median"))
+            .reset_index())
+
+
+CORRELATED = {"index vs loss": "index", "Hessian ratio vs loss": "ratio_hessian",
+              "sampled ratio vs loss": "ratio_sampled"}
+
+
+def rank_correlations(runs: pd.DataFrame, resamples: int, seed: int) -> dict[str, dict[str, float]]:
+    """Spearman rho (average ranks for ties) of each CORRELATED column with the loss, over the non-trivial points.
+
+    The constant-fit points are left out: their losses are one value up to rounding, and ranking that
+    rounding would order them at random. With fewer than 3 such points every rho and bound is NaN.
+    """
+    points = nontrivial(runs)
+    if len(points) < 3:
+        return {name: {"rho": float("nan"), "low": float("nan"), "high": float("nan")} for name in CORRELATED}
+    return {name: uncertainty.rank_correlation(points["loss"].to_numpy(), points[column].to_numpy(), resamples, seed)
+            for name, column in CORRELATED.items()}
 
 
 def kind_table(runs: pd.DataFrame) -> pd.DataFrame:

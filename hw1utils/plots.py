@@ -420,7 +420,8 @@ def final_grad_norms(runs, history: Mapping[int, Sequence[float]], criterion: fl
     """Histogram of the final gradient norms per start epoch (log x, exact zeros at floor), and phase 2 per step."""
     fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     bins = np.arange(np.log10(floor), 1.01, 0.5)
-    for (epochs, group), color in zip(runs.groupby("start_epochs"), ("tab:purple", "tab:green", "tab:orange")):
+    stages = runs.groupby("start_epochs")
+    for (epochs, group), color in zip(stages, plt.cm.viridis(np.linspace(0, 0.9, stages.ngroups))):
         ax.hist(np.log10(np.clip(group["grad_norm"], floor, None)), bins=bins, alpha=0.6, color=color,
                 label=f"phase 2 after {epochs} Adam epochs ({len(group)} runs)")
         ax_steps.semilogy(history[epochs], color=color, marker=".", label=f"after {epochs} Adam epochs")
@@ -459,14 +460,21 @@ def spectrum_and_tolerance(relative: np.ndarray, sweep, rel_tol: float, gap: tup
 
 
 def minimal_ratio_panels(runs, criterion: float, title: str = "") -> Figure:
-    """Both minimal ratios (Hessian, sampled) against the loss: minima, saddles, stalled runs grey (1-2c)."""
+    """Both minimal ratios (Hessian, sampled) against the loss (1-2c): the fitted minima and saddles filled, the
+    critical points at the constant fit hollow on their own line, stalled runs grey."""
     fig, axs = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, layout="constrained")
+    at_fit = runs["constant_fit"] & runs["kind"].isin(list(KIND_STYLES))
     for ax, column, name in ((axs[0], "ratio_hessian", "Hessian: fraction of eigenvalues > tol"),
                              (axs[1], "ratio_sampled", "sampled: fraction of nearby points with higher loss")):
-        for kind, group in runs.groupby("kind"):
+        for kind, group in runs[~at_fit].groupby("kind"):
             style = KIND_STYLES.get(kind, STALLED_STYLE)
             label = kind if kind in KIND_STYLES else f"stalled, not critical ({kind.split(': ')[-1]})"
             ax.scatter(group["loss"], group[column], s=36, alpha=0.5, label=f"{label} ({len(group)})", **style)
+        for kind, group in runs[at_fit].groupby("kind"):
+            ax.scatter(group["loss"], group[column], s=90, facecolors="none", edgecolors=KIND_STYLES[kind]["color"],
+                       marker=KIND_STYLES[kind]["marker"], label=f"{kind} at the constant fit ({len(group)})")
+        if at_fit.any():
+            ax.axvline(runs.loc[at_fit, "loss"].median(), color="k", lw=0.8, ls=":")
         ax.set(xscale="log", xlabel="training loss (MSE) at the final point", ylabel="minimal ratio", title=name)
         ax.grid(alpha=0.3)
     axs[0].legend(fontsize="small", title=f"critical: $\\|\\nabla L\\|$ < {criterion:g}", title_fontsize="small")

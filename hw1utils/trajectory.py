@@ -4,6 +4,7 @@ and the PCA and random planes through one run with the loss surface and 1-D cuts
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -185,6 +186,19 @@ def pca_views(traj: Trajectories, template: nn.Module, layer: str) -> dict[str, 
     return {f"layer {layer}": pca_2d(traj.weights[:, cut]), "whole model": pca_2d(traj.weights)}
 
 
+def check_recorded(traj: Trajectories, final_weights: Tensor, epochs: int, every: int,
+                   views: dict[str, PCA]) -> None:
+    """Raise AssertionError unless the snapshots are those trained (epoch 0, then every `every` epochs up to
+    `epochs`, the last equal to final_weights (runs, P)) and each view's two components are orthonormal with
+    explained-variance shares in (0, 1]."""
+    runs = final_weights.shape[0]
+    assert len(traj.epoch) == runs * (epochs // every + 1) and traj.epoch.max() == epochs, "snapshots missing"
+    assert np.allclose(traj.weights[traj.epoch == epochs], final_weights.cpu()), "last snapshot is not the final"
+    for name, (_, components, ratio, _) in views.items():
+        assert ((ratio > 0) & (ratio <= 1)).all(), f"{name}: explained variance out of (0, 1]"
+        assert np.allclose((components @ components.T).numpy(), np.eye(2)), f"{name}: components not orthonormal"
+
+
 def procrustes_disparity(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     """Residual of the best similarity map (shift, rotation or reflection, scale) of b onto a, both (N, k).
 
@@ -249,14 +263,27 @@ def movement_summary(traj: Trajectories) -> dict[str, float]:
     travelled = [float((p[-1] - p[0]).norm()) for p in paths]
     lengths = [float(s.sum()) for s in steps]
     first, last = (np.array([traj.metrics["train_loss"][traj.of_run(r)][i] for r in runs]) for i in (0, -1))
+    inits_apart, finals_apart = (torch.pdist(torch.stack([p[i] for p in paths])).mean().item() for i in (0, -1))
     return {"median_first_loss": float(np.median(first)), "median_last_loss": float(np.median(last)),
             "max_loss_ratio": float((last / first).max()),
             "mean_init_to_final": float(np.mean(travelled)), "mean_path_length": float(np.mean(lengths)),
             "min_straightness": float(min(t / length for t, length in zip(travelled, lengths, strict=True))),
-            "mean_distance_between_inits": torch.pdist(torch.stack([p[0] for p in paths])).mean().item(),
-            "mean_distance_between_finals": torch.pdist(torch.stack([p[-1] for p in paths])).mean().item(),
+            "mean_distance_between_inits": inits_apart, "mean_distance_between_finals": finals_apart,
             "mean_first_step": float(np.mean([s[0].item() for s in steps])),
-            "mean_last_step": float(np.mean([s[-1].item() for s in steps]))}
+            "mean_last_step": float(np.mean([s[-1].item() for s in steps])),
+            "finals_over_inits_apart": finals_apart / inits_apart,
+            "finals_apart_over_unrelated": unrelated_moves_ratio(paths)}
+
+
+def unrelated_moves_ratio(paths: Sequence[Tensor]) -> float:
+    """Mean distance between runs' final weights over what unrelated moves would give.
+
+    If each run moved from its start by the mean distance d, at right angles to every other run's move and
+    to the gap g between the starts, two ends would lie sqrt(g^2 + 2 d^2) apart; 1 means exactly that.
+    """
+    starts, ends = torch.stack([p[0] for p in paths]), torch.stack([p[-1] for p in paths])
+    moved = (ends - starts).norm(dim=1).mean().item()
+    return torch.pdist(ends).mean().item() / math.hypot(torch.pdist(starts).mean().item(), math.sqrt(2) * moved)
 
 
 MOVEMENT_ROWS = {  # movement_summary key -> row label of the notebook's table
@@ -269,6 +296,36 @@ MOVEMENT_ROWS = {  # movement_summary key -> row label of the notebook's table
     "mean_distance_between_finals": "distance between two runs' final weights",
     "mean_first_step": "distance moved in the first collection period",
     "mean_last_step": "distance moved in the last collection period",
+    "finals_over_inits_apart": "distance between finals / between initial weights",
+    "finals_apart_over_unrelated": "distance between finals / if the moves were unrelated",
+}
+
+
+def test_along_paths(traj: Trajectories) -> dict[str, float]:
+    """Test loss and accuracy at every snapshot of the real paths: where each run's test loss is lowest, and how
+    the end compares with that point (medians and extremes over runs)."""
+    runs = sorted(set(traj.run.tolist()))
+    loss = [traj.metrics["test_loss"][traj.of_run(r)] for r in runs]
+    acc = [traj.metrics["test_acc"][traj.of_run(r)] for r in runs]
+    epochs = [traj.epoch[traj.of_run(r)] for r in runs]
+    best = [int(np.argmin(values)) for values in loss]
+    return {"median_epoch_of_min_test_loss": float(np.median([e[b] for e, b in zip(epochs, best, strict=True)])),
+            "last_epoch_of_min_test_loss": int(max(e[b] for e, b in zip(epochs, best, strict=True))),
+            "min_final_over_lowest_test_loss": float(min(v[-1] / v[b] for v, b in zip(loss, best, strict=True))),
+            "median_final_over_lowest_test_loss": float(np.median([v[-1] / v[b] for v, b in zip(loss, best)])),
+            "median_final_test_acc": float(np.median([a[-1] for a in acc])),
+            "median_best_test_acc": float(np.median([a.max() for a in acc])),
+            "max_final_below_best_test_acc": float(max(a.max() - a[-1] for a in acc))}
+
+
+TEST_ROWS = {  # test_along_paths key -> row label of the notebook's table
+    "median_epoch_of_min_test_loss": "epoch of the lowest test loss (median over runs)",
+    "last_epoch_of_min_test_loss": "epoch of the lowest test loss, latest over runs",
+    "min_final_over_lowest_test_loss": "final / lowest test loss, smallest over runs",
+    "median_final_over_lowest_test_loss": "final / lowest test loss (median over runs)",
+    "median_final_test_acc": "test accuracy at the end (median over runs)",
+    "median_best_test_acc": "best test accuracy on the path (median over runs)",
+    "max_final_below_best_test_acc": "best minus final test accuracy, largest over runs",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -50,3 +51,27 @@ def test_hessian_ratios_are_curvatures_minimal_ratio_per_run():
     ratios = study.hessian_ratios(eigenvalues, 1e-12)
     expected = [curvature.minimal_ratio(e, curvature.relative_tol(e, 1e-12)) for e in eigenvalues]
     assert ratios.tolist() == expected == [0.5, 1.0]
+
+
+def _classified_runs() -> pd.DataFrame:
+    """Six classified runs: two at the constant fit, three fitted critical points, one stalled."""
+    return pd.DataFrame({"seed": range(6), "kind": ["minimum", "saddle", "minimum", "saddle", "minimum", study.PINNED],
+                         "constant_fit": [True, True, False, False, False, False],
+                         "loss": [0.086, 0.086, 0.01, 0.02, 0.03, 0.05], "index": [0, 1 / 33, 0, 2 / 33, 0, 0.1],
+                         "ratio_hessian": [0.06, 0.06, 0.3, 0.2, 0.1, 0.5], "ratio_sampled": [1, 1, 1, 1, 0.9, 0.5]})
+
+
+def test_nontrivial_points_leave_out_the_constant_fit_and_the_stalled_runs():
+    runs = _classified_runs()
+    assert study.nontrivial(runs)["seed"].tolist() == [2, 3, 4]
+    table = study.constant_fit_table(runs).set_index("kind")
+    assert table.loc["minimum", "runs"] == 1 and table.loc["saddle", "index_max"] == pytest.approx(1 / 33)
+
+
+def test_rank_correlations_run_over_the_nontrivial_points_only():
+    runs = _classified_runs()
+    rho = study.rank_correlations(runs, 200, 0)
+    assert rho["Hessian ratio vs loss"]["rho"] == pytest.approx(-1.0)  # 0.3, 0.2, 0.1 at losses 0.01, 0.02, 0.03
+    assert rho["index vs loss"]["rho"] == pytest.approx(0.0)  # average ranks: the tied zeros flank the saddle
+    few = study.rank_correlations(runs[runs["seed"] != 4], 200, 0)
+    assert all(np.isnan(v["rho"]) for v in few.values())

@@ -213,6 +213,43 @@ def test_movement_summary_of_two_straight_paths():
     assert table.loc[trajectory.MOVEMENT_ROWS["mean_path_length"], "task"] == "2.5"
 
 
+def test_unrelated_moves_ratio_is_one_for_moves_at_right_angles_and_to_the_gap():
+    # starts 0 and 4 e1; run 0 moves 3 e2, run 1 moves 3 e3: ends sqrt(16 + 9 + 9) apart = sqrt(g^2 + 2 d^2)
+    paths = [torch.tensor([[0.0, 0, 0], [0, 3, 0]]), torch.tensor([[4.0, 0, 0], [4, 0, 3]])]
+    assert trajectory.unrelated_moves_ratio(paths) == pytest.approx(1.0)
+    same_move = [torch.tensor([[0.0, 0, 0], [0, 3, 0]]), torch.tensor([[4.0, 0, 0], [4, 3, 0]])]
+    assert trajectory.unrelated_moves_ratio(same_move) == pytest.approx(4 / np.sqrt(16 + 18))
+    moves = trajectory.movement_summary(_trajectories(torch.cat(paths).numpy(), [0, 0, 1, 1]))
+    assert moves["finals_apart_over_unrelated"] == pytest.approx(1.0)
+    assert moves["finals_over_inits_apart"] == pytest.approx(np.sqrt(34) / 4)
+
+
+def test_test_along_paths_finds_each_runs_lowest_test_loss_and_compares_the_end_with_it():
+    traj = _trajectories(np.zeros((8, 2)), [0, 0, 0, 0, 1, 1, 1, 1])
+    traj.metrics["test_loss"][:] = [3.0, 1.0, 2.0, 2.5, 3.0, 2.0, 1.5, 1.5]  # lowest at epoch 1 and epoch 2
+    traj.metrics["test_acc"][:] = [0.1, 0.9, 0.8, 0.85, 0.1, 0.7, 0.8, 0.8]
+    summary = trajectory.test_along_paths(traj)
+    assert summary["median_epoch_of_min_test_loss"] == 1.5 and summary["last_epoch_of_min_test_loss"] == 2
+    assert summary["min_final_over_lowest_test_loss"] == pytest.approx(1.0)
+    assert summary["median_final_over_lowest_test_loss"] == pytest.approx((2.5 + 1.0) / 2)
+    assert summary["median_final_test_acc"] == pytest.approx(0.825)
+    assert summary["max_final_below_best_test_acc"] == pytest.approx(0.05)
+    assert set(summary) == set(trajectory.TEST_ROWS)
+
+
+def test_check_recorded_names_missing_snapshots_and_a_wrong_final():
+    x = torch.linspace(-1, 1, 16).unsqueeze(1)
+    ens = fit_ensemble(lambda: mlp(1, [3, 3], 1), [0, 1], (x, x.sin()), epochs=4, lr=1e-2, batch_size=None,
+                       loss="mse", snapshot_every=2, eval_every=2, progress=False, device=torch.device("cpu"))
+    traj = trajectory.collect_trajectories(ens.histories)
+    views = trajectory.pca_views(traj, ens.template, "3.weight")
+    trajectory.check_recorded(traj, ens.flat(), 4, 2, views)
+    with pytest.raises(AssertionError, match="snapshots missing"):
+        trajectory.check_recorded(traj, ens.flat(), 6, 2, views)
+    with pytest.raises(AssertionError, match="not the final"):
+        trajectory.check_recorded(traj, ens.flat() + 1, 4, 2, views)
+
+
 def test_error_surfaces_and_cuts_are_centred_on_the_final_snapshot_and_leave_the_model_alone():
     torch.manual_seed(0)
     net = mlp(2, [4], 1).double()

@@ -25,6 +25,36 @@ from . import input_sensitivity, sharpness, train, uncertainty
 from .interpolation import per_example_scores
 from .weight_vector import flat_params, set_flat_params
 
+GAPS = {"loss_gap": "loss gap (test - train)", "acc_gap": "accuracy gap (train - test)"}  # column -> label
+BATCH = {"batch_size": "batch size"}
+TRENDS = {"test_loss": "test loss", "test_acc": "test accuracy", **GAPS}
+SENSITIVITY = {"jacobian": "Jacobian sensitivity (test)", "grad_train": "loss-gradient sensitivity (train)"}
+CIRCULAR = {"grad_test": "loss-gradient sensitivity (test)"}  # holds the test residual: shown, never a predictor
+FLATNESS = {"pacbayes_flatness": "PAC-Bayes flatness 1/sigma'^2", "param_norm": "parameter norm"}
+TRAINING_PANELS = [("optimiser steps to the target", {"steps": "steps"}, True),  # plots.batch_size_panels specs
+                   ("epochs to the target", {"epochs": "epochs"}, True),
+                   ("training loss at the stop", {"train_loss": "training loss"}, False)]
+GENERALISATION_PANELS = [("cross-entropy", {"train_loss": "train", "test_loss": "test"}, True),
+                         ("accuracy", {"train_acc": "train", "test_acc": "test"}, False),
+                         ("test - train loss", {"loss_gap": "loss gap"}, False),
+                         ("train - test accuracy", {"acc_gap": "accuracy gap"}, False)]
+SENSITIVITY_PANELS = [(label, {column: label}, True) for column, label in {**SENSITIVITY, **CIRCULAR}.items()]
+
+
+def sharpness_labels(keskar_eps: Sequence[float], course_eps: float) -> dict[str, str]:
+    """Column -> label of every sharpness value `sharpness_measures` returns, the first-order term aside."""
+    return {**{f"keskar_{eps:.0e}": f"Keskar sharpness, eps {eps:.0e} (x100)" for eps in keskar_eps},
+            "course_estimate": f"course's estimate, eps {course_eps:.0e}",
+            "course_ascent": f"course's projected ascent, eps {course_eps:.0e}"}
+
+
+def sharpness_panels(keskar_eps: Sequence[float], course_eps: float) -> list[tuple[str, dict[str, str], bool]]:
+    """plots.batch_size_panels specs: Keskar's at each eps; the course's estimate, ascent and first-order term."""
+    return [("Keskar sharpness (x100)", {f"keskar_{eps:.0e}": f"eps {eps:.0e}" for eps in keskar_eps}, True),
+            (f"course's sharpness, eps {course_eps:g}", {"course_estimate": "Hessian estimate",
+                                                        "course_ascent": "projected ascent",
+                                                        "course_first_order": "first-order term"}, True)]
+
 
 def check_batch_sizes(batch_sizes: Sequence[int], n_train: int) -> list[int]:
     """The batch sizes as a list, checked: increasing positive integers, none larger than the training set.
@@ -121,7 +151,7 @@ def sharpness_measures(model: nn.Module, x: Tensor, y: Tensor, keskar_eps: Seque
               for eps in keskar_eps}
     course = sharpness.sharpness(model64, cross_entropy, x, y, eps=course_eps, ascent_steps=ascent_steps, seed=seed)
     return {**keskar, "lambda_max": course["lambda_max"], "course_estimate": course["estimate"],
-            "course_ascent": course["ascent"]}
+            "course_first_order": course["first_order"], "course_ascent": course["ascent"]}
 
 
 def flatness_measures(model: nn.Module, x: Tensor, y: Tensor, seed: int = 0) -> dict[str, float]:
@@ -129,23 +159,6 @@ def flatness_measures(model: nn.Module, x: Tensor, y: Tensor, seed: int = 0) -> 
     result = sharpness.pacbayes_mag_flatness(model, sharpness.error_rate, x, y, seed=seed)
     return {"pacbayes_flatness": result["flatness"], "pacbayes_bracketed": result["bracketed"],
             "param_norm": flat_params(model).norm().item()}
-
-
-def rescaling(reference: nn.Module, factors: Sequence[float], x_test: Tensor, y_test: Tensor,
-              measure: Callable[[nn.Module], Mapping[str, float]]) -> pd.DataFrame:
-    """Dinh et al.: per factor a, the largest output change, test accuracy and `measure` of the rescaled model."""
-    with torch.no_grad():
-        reference_out = reference(x_test)
-    rows = []
-    for a in factors:
-        net = sharpness.rescale_relu_layers(reference, a)
-        with torch.no_grad():
-            out = net(x_test)
-        change = (out - reference_out).abs().max()
-        rows.append({"a": a, "max_output_change": change.item(),
-                     "relative_output_change": (change / reference_out.abs().max()).item(),
-                     "test_acc": (out.argmax(1) == y_test).double().mean().item(), **measure(net)})
-    return pd.DataFrame(rows)
 
 
 def measure_models(models: Mapping[tuple[int, int], nn.Module],
@@ -174,6 +187,15 @@ def correlations(runs: pd.DataFrame, measures: Mapping[str, str], against: Mappi
             rows[label, other_label] = {**result, "claim": bool(result["low"] > 0 or result["high"] < 0)}
     table = pd.DataFrame.from_dict(rows, orient="index")  # per-column dtypes: rho, low, high stay floats
     return table.rename_axis(["measure", "against"])
+
+
+def within_batch_size(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every measure as its rank over all models minus the mean rank at its batch size (batch_size kept as is).
+
+    A rank correlation of these residuals credits a measure only with what it tells about a model beyond
+    its batch size (a stratified rank correlation)."""
+    ranks = runs.select_dtypes("number").drop(columns=["batch_size", "seed"]).rank()
+    return ranks.sub(ranks.groupby(runs["batch_size"]).transform("mean")).assign(batch_size=runs["batch_size"])
 
 
 def resolved(table: pd.DataFrame, measure: str, against: str, sign: int = 0) -> bool:

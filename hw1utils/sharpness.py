@@ -122,7 +122,9 @@ def sharpness(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor
     L and the ascent are computed in float64 (a float32 loss cannot resolve changes of order eps^2).
     `loss_fn` must return the batch mean; data are processed in chunks of `batch_size` (None: all) and
     must be on the model's device. The model is evaluated in eval mode and never modified.
-    Returns a dict with loss, lambda_max, estimate and (when ascent_steps > 0) ascent.
+    first_order = ||grad L|| * eps / (1 + L) is what a linear loss would give in the ball: where the gradient
+    is not zero, it dominates the ascent in a small enough ball.
+    Returns a dict with loss, lambda_max, estimate, first_order and (when ascent_steps > 0) ascent.
     """
     _check_eps(eps)
     if ascent_steps < 0:
@@ -131,7 +133,8 @@ def sharpness(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor
     loss = full.loss(full.theta).item()
     lambda_max = top_hessian_eigenvalue(full.model, loss_fn, inputs, targets, batch_size=batch_size, seed=seed)
     estimate = max(lambda_max, 0.0) * eps**2 / (2 * (1 + loss))
-    result = {"loss": loss, "lambda_max": lambda_max, "estimate": estimate}
+    grad_norm = full.grad_and_loss(full.theta)[0].norm().item()
+    result = {"loss": loss, "lambda_max": lambda_max, "estimate": estimate, "first_order": grad_norm * eps / (1 + loss)}
     if ascent_steps > 0:
         radius = eps * (full.theta.abs() + 1) if box else eps
         highest = _ascent_max_loss(full.loss, full.grad_and_loss, full.theta, radius, box, ascent_steps, seed)

@@ -143,6 +143,19 @@ def test_paired_accuracy_matches_mcnemar_and_the_paired_bootstrap_per_seed():
         assert table.loc[s, "difference"] == pytest.approx(right_8.mean() - right_64.mean())
 
 
+def test_within_batch_size_removes_what_the_batch_size_explains():
+    # the measure is the batch size plus a within-size part that follows the gap exactly
+    runs = pd.DataFrame({"batch_size": [8, 8, 8, 64, 64, 64], "seed": [0, 1, 2, 0, 1, 2],
+                         "measure": [1.0, 1.1, 1.2, 5.0, 5.1, 5.2], "gap": [0.3, 0.2, 0.1, 0.6, 0.5, 0.4]})
+    within = study.within_batch_size(runs)
+    assert list(within.columns) == ["measure", "gap", "batch_size"]
+    np.testing.assert_allclose(within.groupby(runs["batch_size"])[["measure", "gap"]].mean().to_numpy(), 0)
+    assert within["measure"].tolist() == [-1.0, 0.0, 1.0, -1.0, 0.0, 1.0]
+    pooled = study.correlations(runs, {"measure": "m"}, {"gap": "g"}, 200, 0)
+    inside = study.correlations(within, {"measure": "m"}, {"gap": "g"}, 200, 0)
+    assert study.rho(pooled, "m", "g") > 0 and study.rho(inside, "m", "g") == pytest.approx(-1.0)
+
+
 def test_resolved_needs_an_interval_that_excludes_zero_and_the_asked_sign():
     table = pd.DataFrame({"rho": [0.8, -0.7, 0.3], "claim": [True, True, False]},
                          index=pd.MultiIndex.from_tuples([("m", "up"), ("m", "down"), ("m", "flat")]))
@@ -165,14 +178,6 @@ def test_check_runs_names_what_is_wrong():
         study.check_runs(runs.assign(pacbayes_bracketed=[True, False]), 0.01)
 
 
-def test_rescaling_keeps_the_function_and_measures_every_copy():
-    torch.manual_seed(0)
-    x, y = _data()
-    table = study.rescaling(_build(), [0.1, 1.0, 10.0], x, y, lambda net: {"norm": flat_params(net).norm().item()})
-    assert list(table["a"]) == [0.1, 1.0, 10.0] and (table["relative_output_change"] < 1e-5).all()
-    assert table["test_acc"].nunique() == 1 and table["norm"].idxmin() == 1  # the copies differ, a = 1 is the original
-
-
 def test_the_measures_of_a_model_are_finite_and_named():
     torch.manual_seed(0)
     x, y = _data()
@@ -180,7 +185,7 @@ def test_the_measures_of_a_model_are_finite_and_named():
     sens = study.sensitivities(model, x, (x, y), (x, y))
     assert set(sens) == {"jacobian", "grad_train", "grad_test"} and sens["grad_train"] == sens["grad_test"] > 0
     sharp = study.sharpness_measures(model, x.double(), y, (1e-3,), 1e-4, 2)
-    assert set(sharp) == {"keskar_1e-03", "lambda_max", "course_estimate", "course_ascent"}
+    assert set(sharp) == {"keskar_1e-03", "lambda_max", "course_estimate", "course_first_order", "course_ascent"}
     assert all(math.isfinite(v) and v >= 0 for k, v in sharp.items() if k != "lambda_max")
     flat = study.flatness_measures(model, x, y)
     assert flat["param_norm"] == pytest.approx(flat_params(model).norm().item()) and flat["pacbayes_flatness"] > 0

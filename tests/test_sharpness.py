@@ -64,6 +64,8 @@ def test_sharpness_estimate_matches_exact_hessian_by_hand():
     assert result["loss"] == pytest.approx(loss, rel=1e-12)
     assert result["lambda_max"] == pytest.approx(top.item(), rel=1e-6)
     assert result["estimate"] == pytest.approx(top.item() * eps**2 / (2 * (1 + loss)), rel=1e-6)
+    gradient = torch.func.grad(lambda p: _hand_ce_loss(p, x, y))(flat)
+    assert result["first_order"] == pytest.approx(gradient.norm().item() * eps / (1 + loss), rel=1e-6)
     assert "ascent" not in result
     _assert_state_equal(model, saved)
 

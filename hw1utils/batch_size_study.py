@@ -1,4 +1,5 @@
-"""Models that differ only in their batch size, each trained to the same training-loss target (1-3d).
+"""Models that differ only in their batch size, each trained to the same training-loss target (1-3d; 1-3c
+trains its three recipes with the same rule, `train_to_target`).
 
 Every (batch size, seed) model is stopped at the first check where its loss on the whole training set
 is at most `target`, so that models are compared at the same training loss rather than after the same

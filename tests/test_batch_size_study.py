@@ -127,6 +127,18 @@ def test_batch_size_plots_draw_one_panel_per_spec_and_one_dot_per_model():
     plt.close(fig)
 
 
+def test_sharpness_labels_and_panels_name_every_value_sharpness_measures_returns():
+    labels = study.sharpness_labels((1e-3, 5e-4), 1e-4)
+    assert list(labels) == ["keskar_1e-03", "keskar_5e-04", "course_estimate", "course_ascent"]
+    panels = study.sharpness_panels((1e-3, 5e-4), 1e-4)
+    plotted = {column for _, series, _ in panels for column in series}
+    torch.manual_seed(0)
+    x, y = _data()
+    measured = study.sharpness_measures(_build(), x.double(), y, (1e-3, 5e-4), 1e-4, 2)
+    assert plotted == set(measured) - {"lambda_max"} and set(labels) < plotted
+    assert {c for _, series, _ in study.SENSITIVITY_PANELS for c in series} == {"jacobian", "grad_train", "grad_test"}
+
+
 def test_paired_accuracy_matches_mcnemar_and_the_paired_bootstrap_per_seed():
     x, y = _data(200)
     trained = {}

@@ -113,6 +113,9 @@ def test_the_text_applies_to_full_runs_on_the_whole_real_mnist():
     assert not checks.applies("quick", full_mnist)
     assert not checks.applies("full", SimpleNamespace(name="mnist", is_subset=True)), "the 5,000-digit fallback"
     assert not checks.applies("full", SimpleNamespace(name="fashion-mnist", is_subset=False))
+    fashion = SimpleNamespace(name="fashion-mnist", is_subset=False)  # a second task the text names
+    assert checks.applies("full", fashion, name="fashion-mnist")
+    assert not checks.applies("full", SimpleNamespace(name="cifar10", is_subset=False), name="fashion-mnist")
     with pytest.raises(AssertionError, match="contradicts the text:\n- a sentence"):
         checks.confirm({"a sentence": False, "another": True})
 

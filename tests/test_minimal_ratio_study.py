@@ -75,3 +75,14 @@ def test_rank_correlations_run_over_the_nontrivial_points_only():
     assert rho["index vs loss"]["rho"] == pytest.approx(0.0)  # average ranks: the tied zeros flank the saddle
     few = study.rank_correlations(runs[runs["seed"] != 4], 200, 0)
     assert all(np.isnan(v["rho"]) for v in few.values())
+
+
+def test_the_minimal_ratio_figure_draws_the_constant_fit_apart():
+    import matplotlib.pyplot as plt
+
+    from hw1utils import plots
+    fig = plots.minimal_ratio_panels(_classified_runs(), criterion=1e-8)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "minimum at the constant fit (1)" in labels and "saddle at the constant fit (1)" in labels
+    assert "minimum (2)" in labels and "saddle (1)" in labels
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""Equal-size model families trained to one step budget on an image task (HW1-1b): runs, finals, verdicts."""
+"""Equal-size model families trained for one epoch budget on an image task (HW1-1b): runs, finals, paired tests."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import config, data
+from . import config, data, uncertainty
 from .deep_shallow import Architecture
-from .train import Ensemble, fit_ensemble
+from .interpolation import per_example_scores
+from .train import CONV_EVAL_BATCH, Ensemble, fit_ensemble
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")  # final values kept per seed
 
@@ -44,13 +45,6 @@ def dnn_target(input_shape: Sequence[int], target: int, n_classes: int = 10) -> 
     return width * (n_in + n_classes + 1) + n_classes
 
 
-def budget_epochs(n_train: int, batch_size: int, steps: int) -> int:
-    """The whole number of epochs (at least 1) whose optimiser steps come closest to `steps`."""
-    if steps < 1 or batch_size < 1 or n_train < 1:
-        raise ValueError(f"steps, batch_size and n_train must be positive, got {steps}, {batch_size}, {n_train}")
-    return max(1, round(steps / math.ceil(n_train / batch_size)))
-
-
 TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
@@ -80,20 +74,20 @@ def second_task(download: bool = True) -> tuple[data.ImageDataset, str]:
 
 
 def train_families(task: str, dataset: data.ImageDataset, families: Mapping[str, Sequence[Architecture]], *,
-                   steps: int, batch_size: int, lr: float, seeds: Sequence[int], evaluations: int,
+                   epochs: int, batch_size: int, lr: float, seeds: Sequence[int],
                    eval_train_examples: int | None = None, device: torch.device,
                    cache: str | None = None) -> TaskRuns:
-    """Train every model of `families` on `dataset` for the same whole epochs nearest `steps` (Adam, `lr`).
+    """Train every model of `families` on `dataset` for the same `epochs` (Adam, `lr`, mini-batches of `batch_size`).
 
     The seeds of one model train together (one `fit_ensemble`); every step's mini-batch loss is recorded,
     and loss and accuracy on the whole test set and on the first `eval_train_examples` training images
-    (None: all of them) are measured at about `evaluations` points. `cache` prefixes the cache entry names.
+    (None: all of them) are measured after every epoch. `cache` prefixes the cache entry names.
     """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     tensors = dataset.float_tensors(device)
-    epochs = budget_epochs(len(dataset.y_train), batch_size, steps)
-    eval_every = max(1, epochs // evaluations)
     ensembles = {family: {a.name: fit_ensemble(
-        a.build, seeds, tensors, epochs=epochs, lr=lr, batch_size=batch_size, eval_every=eval_every, record_steps=True,
+        a.build, seeds, tensors, epochs=epochs, lr=lr, batch_size=batch_size, eval_every=1, record_steps=True,
         eval_train_examples=eval_train_examples, device=device,
         cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
         for family, archs in families.items()}
@@ -110,3 +104,45 @@ def final_table(runs: Sequence[TaskRuns]) -> pd.DataFrame:
             rows[(run.task, *key)] = {**means, "test acc min": float(finals["test_acc"][key].min()),
                                       "test acc max": float(finals["test_acc"][key].max())}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["task", "family", "model"])
+
+
+def _verdict(test: dict[str, float], deeper: str, shallower: str, alpha: float) -> str:
+    """Which model McNemar's test puts ahead at level `alpha`, or "not separated"."""
+    if test["p_value"] >= alpha:
+        return "not separated"
+    return f"{deeper} ahead" if test["difference"] > 0 else f"{shallower} ahead"
+
+
+def paired_depth_tests(run: TaskRuns, eval_train_examples: int | None, resamples: int, seed: int,
+                       alpha: float = 0.01) -> pd.DataFrame:
+    """Every deeper-vs-shallower pair of each family, seed by seed, on the same images (McNemar, paired bootstrap).
+
+    Seed k of one model is compared with seed k of the other on the whole test set and on the first
+    `eval_train_examples` training images (the ones the training curves use): accuracy difference
+    (deeper - shallower) with its paired-bootstrap interval and McNemar p-value, and the training
+    images' mean loss difference with its interval. The verdict names the model ahead where p < `alpha`.
+    """
+    x_train, y_train, x_test, y_test = run.dataset.float_tensors(torch.device("cpu"))
+    images = {"test": (x_test, y_test), "train": (x_train[:eval_train_examples], y_train[:eval_train_examples])}
+    rows = {}
+    for family, models in run.ensembles.items():
+        scores = {(name, k): {part: per_example_scores(ensemble.model(k), *xy, batch_size=CONV_EVAL_BATCH)
+                                    for part, xy in images.items()}
+                  for name, ensemble in models.items() for k in range(len(ensemble))}
+        names = list(models)
+        for i, shallower in enumerate(names):
+            for deeper in names[i + 1:]:
+                for k, member_seed in enumerate(models[deeper].seeds):
+                    a, b = scores[deeper, k], scores[shallower, k]
+                    test = uncertainty.paired_comparison(a["test"]["correct"], b["test"]["correct"], resamples, seed)
+                    train = uncertainty.paired_comparison(a["train"]["correct"], b["train"]["correct"], resamples,
+                                                          seed, a["train"]["loss"], b["train"]["loss"])
+                    rows[(run.task, family, f"{deeper} vs {shallower}", member_seed)] = {
+                        "test acc diff": test["difference"], "test low": test["difference_low"],
+                        "test high": test["difference_high"], "test p": test["p_value"],
+                        "test verdict": _verdict(test, deeper, shallower, alpha),
+                        "train acc diff": train["difference"], "train p": train["p_value"],
+                        "train verdict": _verdict(train, deeper, shallower, alpha),
+                        "train loss diff": train["loss_difference"], "train loss low": train["loss_difference_low"],
+                        "train loss high": train["loss_difference_high"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["task", "family", "pair", "seed"])

@@ -169,28 +169,33 @@ def training_steps(history, title: str = "", window: int = 1) -> Figure:
 
 
 def family_training(runs, title: str = "", window: int = 25) -> Figure:
-    """Training loss (log) and training accuracy against optimiser steps of every model of a `TaskRuns`.
+    """Training loss (log), training accuracy and test accuracy against optimiser steps of every model of a `TaskRuns`.
 
     One colour per model, solid for the first family and dashed for the next. Left: the mini-batch loss of
-    every step, as a moving average over `window` steps; right: the accuracy on the whole training set at
-    each evaluation. The line is the median over seeds and the band the seeds' range.
+    every step, as a moving average over `window` steps; middle and right: the accuracy on the evaluated
+    training images and on the test set after each epoch (the untrained start is left out). The line is the
+    median over seeds and the band the seeds' range.
     """
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12.5, 4.4), layout="constrained")
+    fig, (ax_loss, ax_train, ax_test) = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
     colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for style, (family, ensembles) in zip(("-", "--", ":"), runs.ensembles.items()):
         for name, ensemble in ensembles.items():
             color, label, histories = next(colors), f"{family} {name}", ensemble.histories
             loss = np.array([moving_average(h.step_loss, window) for h in histories])
-            steps = np.arange(1, loss.shape[1] + 1)
-            accuracy = np.array([h.train_acc for h in histories])
-            evaluated = np.asarray(histories[0].epoch) * histories[0].steps_per_epoch
-            for ax, x, values, marker in ((ax_loss, steps, loss, None), (ax_acc, evaluated, accuracy, ".")):
+            trained = slice(1, None)  # the evaluations after the first epoch (chance level at step 0 is left out)
+            evaluated = np.asarray(histories[0].epoch[trained]) * histories[0].steps_per_epoch
+            for ax, x, values, marker in (
+                    (ax_loss, np.arange(1, loss.shape[1] + 1), loss, None),
+                    (ax_train, evaluated, np.array([h.train_acc[trained] for h in histories]), "."),
+                    (ax_test, evaluated, np.array([h.test_acc[trained] for h in histories]), ".")):
                 ax.plot(x, np.median(values, axis=0), style, color=color, marker=marker, label=label)
                 ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
     ax_loss.set(yscale="log", xlabel="optimiser step", ylabel="training loss (mini-batch, cross-entropy)",
                 title=f"Training loss, moving average over {window} steps")
-    ax_acc.set(xlabel="optimiser step", ylabel="training accuracy (whole training set)", title="Training accuracy")
-    for ax in (ax_loss, ax_acc):
+    ax_train.set(xlabel="optimiser step", ylabel="training accuracy (evaluated training images)",
+                 title="Training accuracy")
+    ax_test.set(xlabel="optimiser step", ylabel="test accuracy (whole test set)", title="Test accuracy")
+    for ax in (ax_loss, ax_train, ax_test):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", ncol=2)
     fig.suptitle(title, fontsize="medium")

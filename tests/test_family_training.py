@@ -1,17 +1,9 @@
-"""Step budgets, seed-pair verdicts and the trained families of hw1utils.family_training (1-1b)."""
+"""Seed-pair verdicts, the trained families and their paired depth tests (hw1utils.family_training, 1-1b)."""
 
 import pytest
 import torch
 
 from hw1utils import data, deep_shallow, family_training
-
-
-def test_budget_epochs_rounds_to_whole_epochs():
-    assert family_training.budget_epochs(60_000, 128, 1_000) == 2  # 469 steps per epoch
-    assert family_training.budget_epochs(4_000, 128, 1_000) == 31  # 32 steps per epoch
-    assert family_training.budget_epochs(60_000, 128, 10) == 1
-    with pytest.raises(ValueError, match="positive"):
-        family_training.budget_epochs(100, 0, 10)
 
 
 def test_seed_pair_verdicts_need_the_interval_to_exclude_one_half():
@@ -33,12 +25,16 @@ def tiny_dataset(n=256, seed=0):
     return data.ImageDataset("mnist", "test blobs", x, y, x.clone(), y.clone(), tuple(map(str, range(10))), False)
 
 
-def test_train_families_gives_every_model_the_same_steps():
-    dataset = tiny_dataset()
+def tiny_runs():
+    """Two 2-member families trained for two epochs on `tiny_dataset`."""
     families = {"CNN": deep_shallow.cnn_family([1, 2], 310, (1, 8, 8)),
                 "DNN": deep_shallow.mlp_family([1, 2], 1_060, (1, 8, 8), 10)}
-    runs = family_training.train_families("tiny", dataset, families, steps=16, batch_size=32, lr=1e-2, seeds=[0, 1],
-                                          evaluations=2, device=torch.device("cpu"))
+    return family_training.train_families("tiny", tiny_dataset(), families, epochs=2, batch_size=32, lr=1e-2,
+                                          seeds=[0, 1], device=torch.device("cpu"))
+
+
+def test_train_families_gives_every_model_the_same_epochs():
+    runs = tiny_runs()
     assert runs.epochs == 2 and runs.steps == 16
     for models_of in runs.ensembles.values():
         for ensemble in models_of.values():
@@ -48,6 +44,25 @@ def test_train_families_gives_every_model_the_same_steps():
     table = family_training.final_table([runs])
     assert table.loc[("tiny", "DNN", "1 hidden"), "train loss"] == pytest.approx(finals[("DNN", "1 hidden")].mean())
     assert (table["test acc min"] <= table["test acc"]).all() and (table["test acc"] <= table["test acc max"]).all()
+    with pytest.raises(ValueError, match="positive"):
+        family_training.train_families("tiny", tiny_dataset(), {}, epochs=0, batch_size=32, lr=1e-2, seeds=[0],
+                                       device=torch.device("cpu"))
+
+
+def test_paired_depth_tests_match_the_histories_and_mcnemar():
+    runs = tiny_runs()
+    tests = family_training.paired_depth_tests(runs, eval_train_examples=100, resamples=200, seed=0)
+    assert list(tests.index.get_level_values("pair").unique()) == ["2 conv vs 1 conv", "2 hidden vs 1 hidden"]
+    assert list(tests.index.get_level_values("seed")) == [0, 1, 0, 1]
+    test_acc = runs.finals("test_acc")
+    for (_, family, pair, seed), row in tests.iterrows():
+        deeper, shallower = pair.split(" vs ")
+        k = [0, 1].index(seed)
+        expected = test_acc[(family, deeper)][k] - test_acc[(family, shallower)][k]
+        assert row["test acc diff"] == pytest.approx(expected, abs=1e-9)
+        assert row["test low"] <= row["test acc diff"] <= row["test high"]
+        assert row["test verdict"] == ("not separated" if row["test p"] >= 0.01 else
+                                       f"{deeper} ahead" if expected > 0 else f"{shallower} ahead")
 
 
 def test_second_task_announces_the_synthetic_stand_in(tmp_path, monkeypatch):

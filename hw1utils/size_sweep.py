@@ -1,4 +1,4 @@
-"""Models of one shape at many sizes, each trained for the same number of steps (1-3b).
+"""Models of one shape at many sizes, each trained for the same number of epochs (1-3b).
 
 One `train.fit_ensemble` per size trains its seeds together; sizes cannot share an ensemble, since
 stacking needs equal shapes. Each member is scored once, at the end, on the whole training and test
@@ -20,15 +20,6 @@ from . import models, train, uncertainty
 
 METRICS = ("train_loss", "test_loss", "train_acc", "test_acc", "loss_gap", "acc_gap")
 REGIMES = ("all sizes", "before the fit", "fitted")  # all runs; sizes below `fitting_size`; from it on
-
-
-def whole_epochs(steps: int, n_train: int, batch_size: int) -> int:
-    """The whole number of epochs (at least one) whose optimiser steps come closest to `steps`."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"the step budget must be a positive integer, got {steps!r}")
-    if n_train < 1 or batch_size < 1:
-        raise ValueError(f"need training examples and a positive batch size, got {n_train} and {batch_size}")
-    return max(1, round(steps / math.ceil(n_train / batch_size)))
 
 
 @torch.no_grad()

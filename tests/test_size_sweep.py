@@ -1,4 +1,4 @@
-"""The 1-3b sweep over model sizes: step budget, final metrics, the fitting size, regimes, trends, its plots."""
+"""The 1-3b sweep over model sizes: final metrics, the fitting size, regimes, trends, its plots."""
 
 import math
 
@@ -27,18 +27,6 @@ def runs_table(train_acc_by_size, seeds=2):
     rows = [{"parameters": 10 * (i + 1), "seed": s, "train_acc": acc}
             for i, acc in enumerate(train_acc_by_size) for s in range(seeds)]
     return pd.DataFrame(rows)
-
-
-@pytest.mark.parametrize(("steps", "n_train", "batch_size", "epochs"),
-                         [(1000, 4000, 128, 31), (1000, 60000, 128, 2), (10, 4000, 128, 1), (64, 64, 64, 64)])
-def test_whole_epochs_rounds_the_step_budget(steps, n_train, batch_size, epochs):
-    assert size_sweep.whole_epochs(steps, n_train, batch_size) == epochs
-
-
-@pytest.mark.parametrize(("steps", "n_train", "batch_size"), [(0, 100, 10), (1.5, 100, 10), (10, 0, 10), (10, 100, 0)])
-def test_whole_epochs_rejects_bad_input(steps, n_train, batch_size):
-    with pytest.raises(ValueError):
-        size_sweep.whole_epochs(steps, n_train, batch_size)
 
 
 def test_member_metrics_match_each_member_evaluated_alone():

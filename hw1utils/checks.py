@@ -20,6 +20,7 @@ def applies(profile: str, dataset: ImageDataset | None = None, name: str = "mnis
 
 
 CONTRADICTS = "this run contradicts the text:"  # first line of a failed check: the runner reads the sentences after it
+NOT_CHECKED = "claims not checked"  # what `confirm` prints when the text does not apply to the run
 
 
 def holds(check: bool | Callable[[], bool]) -> tuple[bool, str]:
@@ -52,7 +53,7 @@ def confirm(claims: Mapping[str, bool | Callable[[], bool]], applies: bool = Tru
                     raise
                 except Exception:  # noqa: BLE001, S110  data of another size may lack a group: not an error here
                     pass
-        print("claims not checked: the text describes the full profile on the whole real MNIST")
+        print(f"{NOT_CHECKED}: the text describes the full profile on the whole real MNIST")
         return
     contradicted = []
     for sentence, check in claims.items():

@@ -14,7 +14,8 @@ the sentences of the text that the run contradicted.
 
 `replicate` reruns notebooks (cache off) into scratch/replicate/ with every seed parameter (SEED, SEEDS,
 *_SEED, *_SEEDS) moved by REPLICATE_SHIFT and REPLICATE_THREADS torch threads per kernel, and writes which
-sentences failed per notebook to scratch/replicate/report.json. A claim of the text must hold there too.
+sentences failed per notebook to scratch/replicate/report.json. A claim of the text must hold there too;
+a notebook that skipped its claims (it found other data than the real MNIST) does not count as replicated.
 
 The thread policy lives here: N notebooks run side by side (default: one per CPU core), each kernel
 with one torch thread (HW1_THREADS, applied by config.parameters). One fixed count keeps a
@@ -152,11 +153,17 @@ class Outcome:
     error: str = ""  # the error's name and first line, when it was not a contradicted sentence
     kept: str = ""  # where the failed run's executed copy and figures were put
     elapsed: float | None = None  # wall seconds until a failed run stopped
+    checked: bool = True  # False when the run's check cells skipped the claims (other data than the text's)
 
     @property
     def passed(self) -> bool:
         """True when every cell ran."""
         return self.seconds is not None
+
+    @property
+    def replicated(self) -> bool:
+        """True when every cell ran and the claims were judged."""
+        return self.passed and self.checked
 
 
 def contradicted_sentences(err: CellExecutionError) -> list[str]:
@@ -267,11 +274,20 @@ def moved_seeds(seeds: dict[str, Any], shift: int) -> dict[str, Any]:
     return moved
 
 
+def claims_checked(notebook: Path) -> bool:
+    """Whether an executed notebook judged its claims (False where `checks.confirm` skipped them: other data)."""
+    nb = nbformat.read(notebook, as_version=4)
+    return not any(checks.NOT_CHECKED in "".join(output.get("text", "")) for cell in nb.cells
+                   for output in cell.get("outputs", []))
+
+
 def replicate(paths: list[Path], out: Path, timeout: int, shift: int = REPLICATE_SHIFT,
               threads: int = REPLICATE_THREADS) -> dict[str, Outcome]:
     """Rerun `paths` with every seed parameter moved by `shift` and `threads` torch threads per kernel, cache off.
 
-    Writes the notebooks and figures under `out` and out/report.json; returns each notebook's outcome.
+    Writes the notebooks and figures under `out` and out/report.json; returns each notebook's outcome. A
+    notebook replicates only if it ran to the end and judged its claims: one that ran on other data (the
+    fallback digits, say) skipped them, and the report says so.
     """
     os.environ["HW1_THREADS"] = str(threads)
     os.environ["HW1_CACHE"] = "off"
@@ -279,14 +295,18 @@ def replicate(paths: list[Path], out: Path, timeout: int, shift: int = REPLICATE
     parameters = {path.stem: moved_seeds(seed_parameters(path), shift) for path in paths}
     jobs = max(1, (os.cpu_count() or 1) // threads)
     outcomes = run_all(paths, out, timeout, jobs, parameters)
+    for stem, o in outcomes.items():
+        o.checked = not o.passed or claims_checked(out / "notebooks" / f"{stem}.ipynb")
     report = {"profile": config.profile(), "threads": threads, "seed_shift": shift,
-              "notebooks": {stem: {"passed": o.passed, "seconds": round(o.seconds or o.elapsed or 0),
-                                   "seeds": parameters[stem], "contradicted": o.contradicted, "error": o.error}
+              "notebooks": {stem: {"passed": o.replicated, "seconds": round(o.seconds or o.elapsed or 0),
+                                   "seeds": parameters[stem], "contradicted": o.contradicted,
+                                   "error": o.error or ("" if o.checked else checks.NOT_CHECKED)}
                             for stem, o in sorted(outcomes.items())}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     for stem, o in sorted(outcomes.items()):
-        print(f"{stem}: " + ("replicates" if o.passed else f"FAILS ({len(o.contradicted)} sentences; {o.kept})"))
+        print(f"{stem}: " + ("replicates" if o.replicated else f"{checks.NOT_CHECKED} (not the real data?)"
+                             if o.passed else f"FAILS ({len(o.contradicted)} sentences; {o.kept})"))
     return outcomes
 
 
@@ -322,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--threads must be a positive count other than the committed run's {KERNEL_THREADS}")
         outcomes = replicate(paths, args.out or config.SCRATCH_DIR / "replicate", args.timeout, args.shift,
                              args.threads)
-        failed = sorted(f"{stem}.ipynb" for stem, outcome in outcomes.items() if not outcome.passed)
+        failed = sorted(f"{stem}.ipynb" for stem, outcome in outcomes.items() if not outcome.replicated)
     else:
         failed = run(paths, args.out, args.timeout, args.jobs)
     if failed:

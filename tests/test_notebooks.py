@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from hw1utils import notebooks
+from hw1utils import checks, notebooks
 from hw1utils.config import REPO_ROOT
 from hw1utils.notebooks import all_notebooks
 
@@ -199,6 +199,15 @@ def test_replicate_moves_every_seed_and_the_thread_count_and_reports_the_sentenc
     assert report["threads"] == 2 and report["notebooks"]["tiny"]["seeds"] == {"SEED": 1000, "SEEDS": [1003, 1004]}
     tiny = report["notebooks"]["tiny"]
     assert tiny["contradicted"] == outcome.contradicted and not tiny["passed"]
+
+
+def test_a_notebook_whose_claims_were_skipped_does_not_replicate(quick):
+    path = write_tiny_notebook(quick / "src", 'checks.confirm({"the seed is zero": SEED == 0}, applies=False)')
+    outcome = notebooks.replicate([path], quick / "replica", timeout=120, shift=1000, threads=2)["tiny"]
+    assert outcome.passed and not outcome.checked and not outcome.replicated
+    tiny = json.loads((quick / "replica" / "report.json").read_text())["notebooks"]["tiny"]
+    assert not tiny["passed"] and tiny["error"] == checks.NOT_CHECKED
+    assert notebooks.main(["replicate", str(path), "--out", str(quick / "again"), "--threads", "2"]) == 1
 
 
 def test_replicated_seeds_avoid_every_value_of_the_committed_run():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -113,6 +114,23 @@ def _verdict(test: dict[str, float], deeper: str, shallower: str, alpha: float) 
     return f"{deeper} ahead" if test["difference"] > 0 else f"{shallower} ahead"
 
 
+def _pair_row(deeper_scores: dict, shallower_scores: dict, deeper: str, shallower: str, resamples: int, seed: int,
+              alpha: float) -> dict[str, float | str]:
+    """One seed pair's table row: test and training accuracy (McNemar, paired bootstrap), training loss."""
+    test = uncertainty.paired_comparison(deeper_scores["test"]["correct"], shallower_scores["test"]["correct"],
+                                         resamples, seed)
+    train = uncertainty.paired_comparison(deeper_scores["train"]["correct"], shallower_scores["train"]["correct"],
+                                          resamples, seed, deeper_scores["train"]["loss"],
+                                          shallower_scores["train"]["loss"])
+    return {"test acc diff": test["difference"], "test low": test["difference_low"],
+            "test high": test["difference_high"], "test p": test["p_value"],
+            "test verdict": _verdict(test, deeper, shallower, alpha),
+            "train acc diff": train["difference"], "train p": train["p_value"],
+            "train verdict": _verdict(train, deeper, shallower, alpha),
+            "train loss diff": train["loss_difference"], "train loss low": train["loss_difference_low"],
+            "train loss high": train["loss_difference_high"]}
+
+
 def paired_depth_tests(run: TaskRuns, eval_train_examples: int | None, resamples: int, seed: int,
                        alpha: float = 0.01) -> pd.DataFrame:
     """Every deeper-vs-shallower pair of each family, seed by seed, on the same images (McNemar, paired bootstrap).
@@ -127,22 +145,10 @@ def paired_depth_tests(run: TaskRuns, eval_train_examples: int | None, resamples
     rows = {}
     for family, models in run.ensembles.items():
         scores = {(name, k): {part: per_example_scores(ensemble.model(k), *xy, batch_size=CONV_EVAL_BATCH)
-                                    for part, xy in images.items()}
+                              for part, xy in images.items()}
                   for name, ensemble in models.items() for k in range(len(ensemble))}
-        names = list(models)
-        for i, shallower in enumerate(names):
-            for deeper in names[i + 1:]:
-                for k, member_seed in enumerate(models[deeper].seeds):
-                    a, b = scores[deeper, k], scores[shallower, k]
-                    test = uncertainty.paired_comparison(a["test"]["correct"], b["test"]["correct"], resamples, seed)
-                    train = uncertainty.paired_comparison(a["train"]["correct"], b["train"]["correct"], resamples,
-                                                          seed, a["train"]["loss"], b["train"]["loss"])
-                    rows[(run.task, family, f"{deeper} vs {shallower}", member_seed)] = {
-                        "test acc diff": test["difference"], "test low": test["difference_low"],
-                        "test high": test["difference_high"], "test p": test["p_value"],
-                        "test verdict": _verdict(test, deeper, shallower, alpha),
-                        "train acc diff": train["difference"], "train p": train["p_value"],
-                        "train verdict": _verdict(train, deeper, shallower, alpha),
-                        "train loss diff": train["loss_difference"], "train loss low": train["loss_difference_low"],
-                        "train loss high": train["loss_difference_high"]}
+        for shallower, deeper in combinations(models, 2):
+            for k, member_seed in enumerate(models[deeper].seeds):
+                rows[(run.task, family, f"{deeper} vs {shallower}", member_seed)] = _pair_row(
+                    scores[deeper, k], scores[shallower, k], deeper, shallower, resamples, seed, alpha)
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["task", "family", "pair", "seed"])

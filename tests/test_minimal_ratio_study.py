@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from hw1utils import curvature
+from hw1utils import curvature, plots
 from hw1utils import minimal_ratio_study as study
 from hw1utils import weight_vector as wv
 
@@ -78,9 +79,6 @@ def test_rank_correlations_run_over_the_nontrivial_points_only():
 
 
 def test_the_minimal_ratio_figure_draws_the_constant_fit_apart():
-    import matplotlib.pyplot as plt
-
-    from hw1utils import plots
     fig = plots.minimal_ratio_panels(_classified_runs(), criterion=1e-8)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert "minimum at the constant fit (1)" in labels and "saddle at the constant fit (1)" in labels

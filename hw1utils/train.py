@@ -28,6 +28,7 @@ from . import config
 
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "linear")  # linear: from the learning rate down to zero at the last step
 EVAL_BATCH = 8192  # examples per forward pass when evaluating
 CONV_EVAL_BATCH = 256  # the same for a model with convolutions (large batches of feature maps thrash the cache)
 
@@ -169,6 +170,7 @@ class _Plan:
     epochs: int
     batch_size: int | None
     optimizer: str
+    lr_schedule: str
     loss: str
     momentum: float
     weight_decay: float
@@ -179,6 +181,7 @@ class _Plan:
     patience: int | None
     min_improvement: float
     target_loss: float | None
+    target_accuracy: float | None
     on_epoch: EpochHook | None
     device: torch.device
 
@@ -195,6 +198,8 @@ class _Plan:
             raise ValueError(f"learning rates must be positive and finite, got {self.lrs}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be a non-negative integer (0: never evaluate), got {self.eval_every!r}")
         if self.eval_train_examples is not None and (isinstance(self.eval_train_examples, bool) or not isinstance(
@@ -203,8 +208,11 @@ class _Plan:
                              f"got {self.eval_train_examples!r}")
         if self.target_loss is not None and not (self.target_loss > 0 and math.isfinite(self.target_loss)):
             raise ValueError(f"target_loss must be positive and finite (or None: no target), got {self.target_loss!r}")
-        if self.target_loss is not None and self.eval_every == 0:
-            raise ValueError("target_loss needs evaluations to stop at: set eval_every to a positive number of epochs")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ValueError(f"target_accuracy must be in (0, 1] (or None: no target), got {self.target_accuracy!r}")
+        if (self.target_loss is not None or self.target_accuracy is not None) and self.eval_every == 0:
+            raise ValueError("a target loss or accuracy needs evaluations to stop at: set eval_every to a positive "
+                             "number of epochs")
         loss_function(self.loss)
 
     def evaluates(self, epoch: int) -> bool:
@@ -257,6 +265,43 @@ def _is_plain_mlp(template: nn.Module) -> bool:
             and all(isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in layers))
 
 
+class _StackedLinear(torch.autograd.Function):
+    """h (K, B, in) times each member's weight (K, out, in) transposed, plus bias (K, out) or None.
+
+    Autograd's own backward of bmm(h, weight.transpose(1, 2)) builds the weight gradient as (K, in, out)
+    and then copies it into the weight's (K, out, in) layout; that transposing copy cost more than the
+    matmul itself for a 784-input layer. This backward computes grad_output^T h directly in that layout,
+    except for one input feature, where bmm of a transposed matrix with a vector is slow on a CPU and
+    h^T grad_output (a row, whose transpose is free) is fast. A layer with one input feature (an outer
+    product) runs as a broadcast multiply, several times as fast as baddbmm there.
+    """
+
+    @staticmethod
+    def forward(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """bias + h weight^T, member by member."""
+        weight_t = weight.transpose(1, 2)
+        if weight.shape[2] == 1:
+            return h * weight_t if bias is None else torch.addcmul(bias.unsqueeze(1), h, weight_t)
+        return torch.bmm(h, weight_t) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, weight_t)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        """Keep the input and the weight for the backward pass."""
+        h, weight, _ = inputs
+        ctx.save_for_backward(h, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        """Gradients for h, weight (in its (K, out, in) layout) and bias, each only where needed."""
+        h, weight = ctx.saved_tensors
+        need_h, need_weight, need_bias = ctx.needs_input_grad
+        grad_weight = None
+        if need_weight:
+            grad_weight = (torch.bmm(h.transpose(1, 2), grad).transpose(1, 2) if weight.shape[2] == 1
+                           else torch.bmm(grad.transpose(1, 2), h))
+        return torch.bmm(grad, weight) if need_h else None, grad_weight, grad.sum(1) if need_bias else None
+
+
 def _stacked_mlp_calls(template: nn.Module) -> tuple[Callable, Callable]:
     """(per_member, shared) forward passes of a plain MLP by batched matmuls, for stacked (K, ...) parameters.
 
@@ -270,9 +315,8 @@ def _stacked_mlp_calls(template: nn.Module) -> tuple[Callable, Callable]:
         """Apply the layers to h, (K, B, features), member k with its own parameters."""
         for name, layer in layers:
             if isinstance(layer, nn.Linear):
-                weight = params[f"{name}.weight"].transpose(1, 2)
-                h = (torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, weight) if layer.bias is not None
-                     else torch.bmm(h, weight))
+                bias = params[f"{name}.bias"] if layer.bias is not None else None
+                h = _StackedLinear.apply(h, params[f"{name}.weight"], bias)
             elif not isinstance(layer, nn.Flatten):
                 h = layer(h)
         return h
@@ -406,6 +450,15 @@ def _optimizer(param_groups: list[dict[str, Any]], plan: _Plan) -> torch.optim.O
     return torch.optim.SGD(param_groups, momentum=plan.momentum, weight_decay=plan.weight_decay, foreach=True)
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, plan: _Plan,
+               steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step learning-rate schedule of `plan` (None for a constant rate)."""
+    if plan.lr_schedule == "constant":
+        return None
+    total = plan.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / total)
+
+
 def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> list[Tensor]:
     """Index slices of one epoch: a random permutation cut into batches (or everything, for full batch)."""
     if batch_size is None or batch_size >= n:
@@ -427,8 +480,10 @@ def _plateaued(losses: list[float], patience: int, min_improvement: float) -> bo
 
 
 def _all_stop(histories: list[History], plan: _Plan) -> bool:
-    """True when every member has plateaued (with `patience`) or reached `target_loss` (with a target)."""
+    """True when every member has plateaued (with `patience`), or reached `target_loss` or `target_accuracy`."""
     if plan.target_loss is not None and all(h.train_loss[-1] <= plan.target_loss for h in histories):
+        return True
+    if plan.target_accuracy is not None and all(h.train_acc[-1] >= plan.target_accuracy for h in histories):
         return True
     return bool(plan.patience) and all(_plateaued(h.train_loss, plan.patience, plan.min_improvement)
                                        for h in histories)
@@ -483,6 +538,7 @@ def _train(stepper: Stepper, tensors: Data, plan: _Plan, progress: bool | None) 
     generators = [torch.Generator().manual_seed(seed) for seed in plan.seeds]
     steps_per_epoch = _steps_per_epoch(len(x), plan.batch_size)
     histories = [History(steps_per_epoch=steps_per_epoch) for _ in plan.seeds]
+    scheduler = _scheduler(optimizer, plan, steps_per_epoch)
     start = time.perf_counter()
     _checkpoint(stepper, histories, 0, tensors, plan)
     desc = "fit" if len(plan.seeds) == 1 else f"fit_ensemble[{len(plan.seeds)}]"
@@ -497,6 +553,8 @@ def _train(stepper: Stepper, tensors: Data, plan: _Plan, progress: bool | None) 
             if plan.record_steps:
                 _record_steps(histories, values, stepper.grad_norms())
             optimizer.step()
+            if scheduler:
+                scheduler.step()
         _checkpoint(stepper, histories, epoch, tensors, plan)
         if plan.evaluates(epoch):
             bar.set_postfix(median_loss=f"{sorted(h.train_loss[-1] for h in histories)[len(histories) // 2]:.4g}")
@@ -544,6 +602,7 @@ def fit(
     lr: float,
     batch_size: int | None = 64,
     optimizer: str = "adam",
+    lr_schedule: str = "constant",
     loss: str = "cross_entropy",
     momentum: float = 0.9,
     weight_decay: float = 0.0,
@@ -555,6 +614,7 @@ def fit(
     patience: int | None = None,
     min_improvement: float = 0.01,
     target_loss: float | None = None,
+    target_accuracy: float | None = None,
     on_epoch: EpochHook | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
@@ -567,18 +627,19 @@ def fit(
     epochs and at the end (eval_every=0: never, for pure training); the training metrics on the
     first `eval_train_examples` training examples (None: all; a fixed subset saves whole passes over
     a large training set). With `patience`, training stops once the training loss has not improved
-    by `min_improvement` (relative) over `patience` evaluations; with `target_loss`, it stops at the
-    first evaluation whose training loss is at most the target. `snapshot_every` stores flat
-    weights at epoch 0 and every n epochs; `on_epoch(epoch, model)` may return values to record at
-    each evaluation. `progress` (default:
-    config.show_progress()) shows a progress bar. `cache` names a disk-cache entry: a finished
-    training with the same initial weights, data, settings and training code is loaded instead.
+    by `min_improvement` (relative) over `patience` evaluations; with `target_loss` (`target_accuracy`),
+    it stops at the first evaluation whose training loss is at most (accuracy at least) the target.
+    `lr_schedule` is one of LR_SCHEDULES, stepped after every optimizer step. `snapshot_every` stores
+    flat weights at epoch 0 and every n epochs; `on_epoch(epoch, model)` may return values to record at
+    each evaluation. `progress` (default: config.show_progress()) shows a progress bar. `cache` names a
+    disk-cache entry: a finished training with the same initial weights, data, settings and training
+    code is loaded instead.
     """
     plan = _Plan(seeds=[seed], lrs=_member_lrs(lr, 1), epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                 loss=loss, momentum=momentum, weight_decay=weight_decay, record_steps=record_steps,
-                 snapshot_every=snapshot_every, eval_every=eval_every,
-                 eval_train_examples=eval_train_examples, patience=patience,
-                 min_improvement=min_improvement, target_loss=target_loss, on_epoch=on_epoch,
+                 lr_schedule=lr_schedule, loss=loss, momentum=momentum, weight_decay=weight_decay,
+                 record_steps=record_steps, snapshot_every=snapshot_every, eval_every=eval_every,
+                 eval_train_examples=eval_train_examples, patience=patience, min_improvement=min_improvement,
+                 target_loss=target_loss, target_accuracy=target_accuracy, on_epoch=on_epoch,
                  device=device or config.device())
     _, _, (history,) = _fit_members([model], data, plan, progress, cache)
     return history
@@ -638,6 +699,7 @@ def fit_ensemble(
     lr: float | Sequence[float],
     batch_size: int | None = 64,
     optimizer: str = "adam",
+    lr_schedule: str = "constant",
     loss: str = "cross_entropy",
     momentum: float = 0.9,
     weight_decay: float = 0.0,
@@ -648,6 +710,7 @@ def fit_ensemble(
     patience: int | None = None,
     min_improvement: float = 0.01,
     target_loss: float | None = None,
+    target_accuracy: float | None = None,
     on_epoch: EpochHook | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
@@ -659,7 +722,7 @@ def fit_ensemble(
     Member k is initialised after torch.manual_seed(seeds[k]) and draws its batches from a generator
     seeded with seeds[k], so it follows the same path as `fit(build(), data, seed=seeds[k])` after
     the same manual_seed. `lr` may be one value or one per member (for learning-rate searches).
-    With `patience` (`target_loss`), training stops once every member's training loss has plateaued
+    With `patience` (`target_loss`, `target_accuracy`), training stops once every member has plateaued
     (reached the target); `on_epoch` receives a copy of each member; the other knobs are those of
     `fit`. `stacked` (default: where it pays, `_stacking_pays`, or when `patience` asks for the joint
     stop) trains the members as one vmapped model; False trains them one after another, each
@@ -667,10 +730,11 @@ def fit_ensemble(
     """
     seeds = list(seeds)
     plan = _Plan(seeds=seeds, lrs=_member_lrs(lr, len(seeds)), epochs=epochs, batch_size=batch_size,
-                 optimizer=optimizer, loss=loss, momentum=momentum, weight_decay=weight_decay,
-                 record_steps=record_steps, snapshot_every=snapshot_every, eval_every=eval_every,
-                 eval_train_examples=eval_train_examples, patience=patience,
-                 min_improvement=min_improvement, target_loss=target_loss, on_epoch=on_epoch,
+                 optimizer=optimizer, lr_schedule=lr_schedule, loss=loss, momentum=momentum,
+                 weight_decay=weight_decay, record_steps=record_steps, snapshot_every=snapshot_every,
+                 eval_every=eval_every, eval_train_examples=eval_train_examples, patience=patience,
+                 min_improvement=min_improvement, target_loss=target_loss, target_accuracy=target_accuracy,
+                 on_epoch=on_epoch,
                  device=device or config.device())
     members = [_built(build, seed) for seed in seeds]
     template = copy.deepcopy(members[0])

@@ -324,3 +324,45 @@ def test_stacked_plain_mlps_run_by_batched_matmuls_with_vmaps_numbers():
     torch.testing.assert_close(shared(params, buffers, x), by_vmap)
     xs = torch.randn(3, 6, 3, 2, 2)
     torch.testing.assert_close(per_member(params, buffers, xs), torch.stack([m(xk) for m, xk in zip(members, xs)]))
+
+
+@pytest.mark.parametrize("n_in, n_out", [(4, 2), (1, 3), (3, 1), (1, 1)])
+def test_stacked_linear_gradients_match_autograd_of_the_plain_product(n_in, n_out):
+    h = torch.randn(3, 5, n_in, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, n_out, n_in, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, n_out, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(train._StackedLinear.apply, (h, weight, bias))
+    assert torch.autograd.gradcheck(train._StackedLinear.apply, (h, weight, None))
+    plain = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+    out = train._StackedLinear.apply(h, weight, bias)
+    torch.testing.assert_close(out, plain)
+    grad = torch.randn_like(out)
+    expected = torch.autograd.grad(plain, (h, weight, bias), grad)
+    got = torch.autograd.grad(out, (h, weight, bias), grad)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e)
+    assert got[1].shape == weight.shape and got[1].is_contiguous()
+
+
+def test_linear_schedule_falls_to_zero_over_the_run_and_a_target_accuracy_stops_training():
+    plan = train._Plan(seeds=[0], lrs=[1.0], epochs=2, batch_size=None, optimizer="sgd", lr_schedule="linear",
+                       loss="mse", momentum=0.0, weight_decay=0.0, record_steps=False, snapshot_every=None,
+                       eval_every=1, eval_train_examples=None, patience=None, min_improvement=0.01,
+                       target_loss=None, target_accuracy=None, on_epoch=None, device=CPU)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = train._scheduler(optimizer, plan, steps_per_epoch=5)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1 - k / 10 for k in range(10)])
+    _, constant = trained(0, epochs=2, lr=1e-2, batch_size=32)
+    _, decayed = trained(0, epochs=2, lr=1e-2, batch_size=32, lr_schedule="linear")
+    assert constant.train_loss[0] == decayed.train_loss[0] and constant.train_loss[1:] != decayed.train_loss[1:]
+    _, stopped = trained(0, epochs=50, lr=1e-2, batch_size=32, target_accuracy=0.5)
+    assert stopped.train_acc[-1] >= 0.5 and stopped.epoch[-1] < 50 and all(a < 0.5 for a in stopped.train_acc[:-1])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        trained(0, epochs=1, lr=1e-2, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="target_accuracy"):
+        trained(0, epochs=1, lr=1e-2, target_accuracy=1.5)

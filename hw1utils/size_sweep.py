@@ -34,7 +34,7 @@ def member_metrics(ensemble: train.Ensemble, x: Tensor, y: Tensor) -> tuple[np.n
 
 
 def train_sizes(build: Callable[[int], nn.Module], widths: Sequence[int], seeds: Sequence[int],
-                tensors: tuple[Tensor, ...], *, epochs: int, lr: float, batch_size: int,
+                tensors: tuple[Tensor, ...], *, epochs: int, lr: float, lr_schedule: str, batch_size: int,
                 device: torch.device | None = None, cache: str | None = None) -> pd.DataFrame:
     """Train `build(width)` for every width and seed (seeds stacked); one row per (width, seed) of final metrics.
 
@@ -44,7 +44,7 @@ def train_sizes(build: Callable[[int], nn.Module], widths: Sequence[int], seeds:
     rows = []
     for width in widths:
         ensemble = train.fit_ensemble(lambda w=width: build(w), seeds, tensors, epochs=epochs, lr=lr,
-                                      batch_size=batch_size, eval_every=0, device=device,
+                                      lr_schedule=lr_schedule, batch_size=batch_size, eval_every=0, device=device,
                                       cache=cache and f"{cache}-w{width}")
         (train_loss, train_acc), (test_loss, test_acc) = (member_metrics(ensemble, x, y),
                                                           member_metrics(ensemble, x_test, y_test))

@@ -54,7 +54,7 @@ def test_train_sizes_scores_every_width_and_seed():
     data = tiny_data()
     widths, seeds = [2, 4, 8], (0, 1)
     runs = size_sweep.train_sizes(lambda w: models.mlp(8, [w, w], 2), widths, seeds, data, epochs=2, lr=1e-2,
-                                  batch_size=32, device=torch.device("cpu"))
+                                  lr_schedule="constant", batch_size=32, device=torch.device("cpu"))
     assert list(runs["width"]) == [w for w in widths for _ in seeds] and list(runs["seed"]) == list(seeds) * 3
     assert list(runs["parameters"].unique()) == [models.count_params(models.mlp(8, [w, w], 2)) for w in widths]
     assert np.allclose(runs["loss_gap"], runs["test_loss"] - runs["train_loss"])

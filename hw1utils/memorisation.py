@@ -15,6 +15,13 @@ from .train import History
 CHOICE_STREAM = 1  # second entry of the NumPy seed that picks which labels are corrupted (the classes come from torch)
 
 
+def check_sizes(sizes: Sequence[int], section_size: int) -> None:
+    """ValueError unless `sizes` are distinct, ascending and include `section_size` (1-3a's SIZES, SECTION_1_SIZE)."""
+    if list(sizes) != sorted(set(sizes)) or section_size not in sizes:
+        raise ValueError(f"SIZES must be distinct, ascending and include SECTION_1_SIZE; got {tuple(sizes)} and "
+                         f"{section_size}")
+
+
 def first_images(dataset: ImageDataset, n: int) -> ImageDataset:
     """The first `n` training images and their labels (test split kept); ValueError if there are fewer."""
     if not 0 < n <= len(dataset.y_train):
@@ -85,20 +92,52 @@ def _exponents(sizes: np.ndarray, epochs: np.ndarray) -> list[float]:
     return [_slope(sizes, epochs), *(np.diff(np.log(epochs)) / np.diff(np.log(sizes)))]
 
 
+def _power_law_at(sizes: np.ndarray, epochs: np.ndarray, n: float) -> float:
+    """Epochs at size n from the least-squares line of log(epochs) against log(size)."""
+    slope, intercept = np.polyfit(np.log(sizes), np.log(epochs), 1)
+    return float(np.exp(intercept + slope * np.log(n)))
+
+
+def _size_means(table: pd.DataFrame, bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(sizes, per-size mean epochs, (bootstrap, sizes) means of seeds resampled within each size).
+
+    None when fewer than two sizes or some run did not memorise.
+    """
+    sizes = np.array(sorted(table["n_train"].unique()))
+    per_size = [table.loc[table["n_train"] == n, "epochs"].to_numpy() for n in sizes]
+    if len(sizes) < 2 or any(np.isnan(values).any() for values in per_size):
+        return None
+    rng = np.random.default_rng(seed)
+    resampled = np.array([[rng.choice(values, len(values)).mean() for values in per_size] for _ in range(bootstrap)])
+    return sizes, np.array([values.mean() for values in per_size]), resampled
+
+
 def growth(table: pd.DataFrame, bootstrap: int, seed: int, level: float = 0.95) -> pd.DataFrame:
     """Exponent b of epochs ~ n^b (per-size mean epochs) over all sizes and between neighbouring sizes, with
     bootstrap intervals that resample the seeds within each size; NaN when some run did not memorise."""
-    sizes = np.array(sorted(table["n_train"].unique()))
-    per_size = [table.loc[table["n_train"] == n, "epochs"].to_numpy() for n in sizes]
+    sizes = sorted(table["n_train"].unique())
     labels = ["all sizes", *(f"{a} to {b}" for a, b in zip(sizes, sizes[1:]))]
-    if len(sizes) < 2 or any(np.isnan(values).any() for values in per_size):
+    means = _size_means(table, bootstrap, seed)
+    if means is None:
         return pd.DataFrame(np.nan, index=labels, columns=["exponent", "low", "high"])
-    rng = np.random.default_rng(seed)
-    resampled = [[rng.choice(values, len(values)).mean() for values in per_size] for _ in range(bootstrap)]
-    spread = np.array([_exponents(sizes, np.array(row)) for row in resampled])
+    sizes, mean, resampled = means
+    spread = np.array([_exponents(sizes, row) for row in resampled])
     low, high = np.quantile(spread, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    means = np.array([values.mean() for values in per_size])
-    return pd.DataFrame({"exponent": _exponents(sizes, means), "low": low, "high": high}, index=labels)
+    return pd.DataFrame({"exponent": _exponents(sizes, mean), "low": low, "high": high}, index=labels)
+
+
+def extrapolated_epochs(table: pd.DataFrame, n: int, bootstrap: int, seed: int, level: float = 0.95) -> dict:
+    """Epochs to memorise n images by the power law fitted to all sizes, with the interval of `growth`'s bootstrap.
+
+    An extrapolation: it assumes the power law holds beyond the largest size measured. NaN when `growth` is.
+    """
+    means = _size_means(table, bootstrap, seed)
+    if means is None:
+        return {"n_train": n, "epochs": np.nan, "low": np.nan, "high": np.nan}
+    sizes, mean, resampled = means
+    spread = [_power_law_at(sizes, row, n) for row in resampled]
+    low, high = np.quantile(spread, [(1 - level) / 2, (1 + level) / 2])
+    return {"n_train": n, "epochs": _power_law_at(sizes, mean, n), "low": float(low), "high": float(high)}
 
 
 def sweep_table(histories: Mapping[float, Sequence[History]], seeds: Sequence[int],

@@ -68,6 +68,13 @@ def test_corrupt_labels_rejects_a_fraction_outside_0_1():
         memorisation.corrupt_labels(dataset(), 1.5, 0)
 
 
+def test_check_sizes_wants_distinct_ascending_sizes_that_include_section_1():
+    memorisation.check_sizes((100, 200, 400), 200)
+    for sizes, section in (((200, 100), 100), ((100, 100, 200), 100), ((100, 200), 300)):
+        with pytest.raises(ValueError, match="SECTION_1_SIZE"):
+            memorisation.check_sizes(sizes, section)
+
+
 def test_first_images_is_a_prefix_and_checks_the_size():
     base = dataset()
     first = memorisation.first_images(base, 50)
@@ -107,6 +114,19 @@ def test_growth_recovers_power_law_exponents():
     assert memorisation.growth(bent, bootstrap=10, seed=0)["exponent"].tolist() == pytest.approx([0.75, 0.5, 1.0])
     missing = memorisation.epochs_table({100: [5, None], 400: [9, 10]}, [0, 1], 50)
     assert memorisation.growth(missing, bootstrap=10, seed=0).isna().all().all()
+
+
+def test_extrapolated_epochs_follow_the_fitted_power_law_with_an_interval():
+    """Epochs = 3 n^0.5 exactly: the extrapolation to 10,000 is 300 with a zero-width interval; noise widens it."""
+    sizes, seeds = [100, 400, 1600], [0, 1, 2]
+    exact = memorisation.epochs_table({n: [3 * n ** 0.5] * 3 for n in sizes}, seeds, batch_size=50)
+    result = memorisation.extrapolated_epochs(exact, 10_000, bootstrap=50, seed=0)
+    assert [result[k] for k in ("epochs", "low", "high")] == pytest.approx([300.0] * 3)
+    noisy = memorisation.epochs_table({n: [3 * n ** 0.5 * f for f in (0.8, 1.0, 1.2)] for n in sizes}, seeds, 50)
+    spread = memorisation.extrapolated_epochs(noisy, 10_000, bootstrap=500, seed=0)
+    assert spread["low"] < spread["epochs"] < spread["high"] and spread["low"] < 300 < spread["high"]
+    missing = memorisation.epochs_table({100: [5, None], 400: [9, 10]}, [0, 1], 50)
+    assert np.isnan(memorisation.extrapolated_epochs(missing, 1_000, bootstrap=10, seed=0)["epochs"])
 
 
 def test_paired_steps_differences_seed_by_seed():

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
+MONOTONE = ("relu", "tanh")  # non-decreasing: max-pooling commutes with them exactly
 PARAM_TOLERANCE = 0.01  # "equal parameter counts" means within 1%
 
 
@@ -38,17 +39,21 @@ def cnn(input_shape: Sequence[int], channels: Sequence[int], n_classes: int = 10
     """Conv3x3+activation blocks (2x2 max-pool after each while the map is >= 4 px), global average pool, Linear.
 
     The conventional small classifier: the head is one Linear layer on the last block's channels, so
-    almost all of a deep network's parameters sit in its convolutions.
+    almost all of a deep network's parameters sit in its convolutions. For a non-decreasing activation
+    (MONOTONE) the pool comes before it: max(f(a), f(b)) = f(max(a, b)), so the outputs and gradients are
+    those of activation-then-pool, with the activation applied to a quarter of the values (1-1b's
+    CNNs train 1.2-1.3x as fast on a CPU).
     """
     c, h, w = map(int, input_shape)
     if not channels or min(channels) < 1:
         raise ValueError(f"channels must be a non-empty list of positive ints, got {list(channels)}")
     layers: list[nn.Module] = []
     for width in channels:
-        layers += [nn.Conv2d(c, int(width), kernel_size=3, padding=1), _activation(activation)]
+        block = [_activation(activation)]
         if min(h, w) >= 4:
-            layers.append(nn.MaxPool2d(2))
+            block.insert(0 if activation in MONOTONE else 1, nn.MaxPool2d(2))
             h, w = h // 2, w // 2
+        layers += [nn.Conv2d(c, int(width), kernel_size=3, padding=1), *block]
         c = int(width)
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, int(n_classes)))
 

@@ -148,12 +148,21 @@ def paired_bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, re
                                 level: float = 0.95) -> dict[str, float]:
     """Accuracy of A minus accuracy of B, with a percentile interval resampling test images (paired).
 
-    Returns difference, low and high. Identical correctness vectors give exactly 0, 0, 0.
+    A resample of the n images is drawn through its counts: how many images only A gets right, how many
+    only B, the rest (a multinomial, drawn as two binomials). That is the distribution of resampling the
+    images themselves, without the (resamples, n) index table. Returns difference, low and high;
+    identical correctness vectors give exactly 0, 0, 0.
     """
-    a, b = _paired_correctness(correct_a, correct_b)
-    out = bootstrap_interval(lambda x, y: x.mean() - y.mean(), a.astype(float), b.astype(float),
-                             resamples=resamples, seed=seed, level=level)
-    return {"difference": out["estimate"], "low": out["low"], "high": out["high"]}
+    _check_level(level)
+    _check_resamples(resamples)
+    mcnemar_counts = mcnemar(correct_a, correct_b)
+    only_a, only_b, n = mcnemar_counts["b"], mcnemar_counts["c"], mcnemar_counts["n"]
+    rng = np.random.default_rng(seed)
+    discordant = rng.binomial(n, (only_a + only_b) / n, resamples)
+    fewer = rng.binomial(discordant, min(only_a, only_b) / max(only_a + only_b, 1))  # the rarer kind: A, B swap
+    draws_a, draws_b = (discordant - fewer, fewer) if only_a >= only_b else (fewer, discordant - fewer)
+    low, high = _percentile_interval(list((draws_a - draws_b) / n), level)
+    return {"difference": mcnemar_counts["difference"], "low": low, "high": high}
 
 
 def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, resamples: int, seed: int,
@@ -166,8 +175,8 @@ def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, resamples: i
     accuracy = paired_bootstrap_difference(correct_a, correct_b, resamples, seed)
     out = {**mcnemar(correct_a, correct_b), "difference_low": accuracy["low"], "difference_high": accuracy["high"]}
     if loss_a is not None and loss_b is not None:
-        loss = bootstrap_interval(lambda u, v: u.mean() - v.mean(), np.asarray(loss_a, float),
-                                  np.asarray(loss_b, float), resamples=resamples, seed=seed)
+        difference = np.asarray(loss_a, float) - np.asarray(loss_b, float)  # one array: half the gathering
+        loss = bootstrap_interval(np.mean, difference, resamples=resamples, seed=seed)
         out.update(loss_difference=loss["estimate"], loss_difference_low=loss["low"],
                    loss_difference_high=loss["high"])
     return out

@@ -1,5 +1,7 @@
 """Model builders, parameter counting and matching, summaries."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -32,6 +34,24 @@ def test_cnn_shapes_and_count_by_hand(shape):
     table = models.summary(net, shape)
     assert table.parameters.iloc[-1] == models.count_params(net)
     assert table.layer.iloc[-1] == "total"
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_cnn_pools_before_a_monotone_activation_with_the_same_outputs_and_gradients(activation):
+    torch.manual_seed(0)
+    net = models.cnn((1, 8, 8), [3, 4], 10, activation)  # conv, pool and activation twice: 8 -> 4 -> 2 px
+    pool_first = activation in models.MONOTONE
+    assert isinstance(net[1], nn.MaxPool2d) == isinstance(net[4], nn.MaxPool2d) == pool_first
+    textbook = copy.deepcopy(net)  # activation, then pool
+    if pool_first:
+        for i in (1, 4):
+            textbook[i], textbook[i + 1] = textbook[i + 1], textbook[i]
+    assert isinstance(textbook[2], nn.MaxPool2d) and isinstance(textbook[5], nn.MaxPool2d)
+    x = torch.randn(5, 1, 8, 8)
+    for model in (net, textbook):
+        model(x).square().sum().backward()
+    assert torch.equal(net(x), textbook(x))
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(net.parameters(), textbook.parameters()))
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])

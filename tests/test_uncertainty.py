@@ -100,6 +100,16 @@ def test_paired_bootstrap_difference():
     assert (swapped["low"], swapped["high"]) == pytest.approx((-out["high"], -out["low"]))
 
 
+def test_paired_bootstrap_difference_matches_resampling_the_images_themselves():
+    x, y = _two_classifiers(n=2_000, seed=1)
+    counted = uncertainty.paired_bootstrap_difference(x, y, 20_000, 0)
+    resampled = uncertainty.bootstrap_interval(lambda a, b: a.mean() - b.mean(), x.astype(float), y.astype(float),
+                                               resamples=20_000, seed=1)
+    assert counted["difference"] == pytest.approx(resampled["estimate"])
+    assert (counted["low"], counted["high"]) == pytest.approx((resampled["low"], resampled["high"]), abs=1e-3)
+    assert counted["high"] - counted["low"] > 0.01  # the interval is not degenerate
+
+
 def test_paired_comparison_joins_mcnemar_and_both_paired_intervals():
     x, y = _two_classifiers()
     loss_x, loss_y = np.where(x, 0.1, 2.0), np.where(y, 0.2, 1.5)

@@ -29,7 +29,8 @@ from . import config
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "linear")  # linear: from the learning rate down to zero at the last step
-EVAL_BATCH = 8192  # examples per forward pass when evaluating
+EVAL_BATCH = 1024  # examples per forward pass when evaluating (larger batches: 15-20% slower, page faults)
+CHUNK_BYTES = 2 * 2**20  # stacked MLPs: most bytes of one activation per group of members (`_StackedStepper.chunks`)
 CONV_EVAL_BATCH = 256  # the same for a model with convolutions (large batches of feature maps thrash the cache)
 
 
@@ -351,6 +352,12 @@ class _ModuleStepper:
             x, y = x[rows], y[rows]
         return self.loss_fn(self.model(x), y).mean(0, keepdim=True)
 
+    def backward(self, x: Tensor, y: Tensor, batch: Sequence[Tensor] | None) -> list[float]:
+        """Leave the gradient of the loss on the rows batch[0] (None: all) in .grad; returns [the loss]."""
+        losses = self.losses(x, y, batch)
+        losses.sum().backward()
+        return losses.tolist()
+
     def grad_norms(self) -> Tensor:
         """(1,) norm of the gradient left by the last backward pass."""
         return _member_norms(p.grad.unsqueeze(0) for p in self.trainable)
@@ -371,6 +378,20 @@ class _ModuleStepper:
     def models(self) -> list[nn.Module]:
         """The model itself (what `on_epoch` receives)."""
         return [self.model]
+
+
+def _member_groups(template: nn.Module, members: int, rows: int) -> list[slice]:
+    """Consecutive, nearly equal groups of the members whose widest activation (`rows` each) fits CHUNK_BYTES.
+
+    One backward pass over all K members of a wide net streams its activations through memory; in
+    cache-sized groups the step is faster, and each member's arithmetic is unchanged (measured for
+    1-1a's 1-272-1 nets, 17 stacked on 256 points: 1.6x as fast). Only plain MLPs are split.
+    """
+    widest = max((m.out_features for m in template.modules() if isinstance(m, nn.Linear)), default=1)
+    most = max(1, CHUNK_BYTES // (rows * widest * 4)) if _is_plain_mlp(template) else members
+    groups = math.ceil(members / most)
+    bounds = [round(i * members / groups) for i in range(groups + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 class _StackedStepper:
@@ -405,12 +426,23 @@ class _StackedStepper:
         """name -> (K, ...) parameters in member order, differentiable with respect to the leaves."""
         return {n: self._in_member_order([leaves[n] for leaves in self.leaves]) for n in self.leaves[0]}
 
-    def losses(self, x: Tensor, y: Tensor, batch: Sequence[Tensor] | None) -> Tensor:
-        """(K,) mean losses, member k on the rows batch[k] (None: every member on all of (x, y))."""
+    def losses(self, x: Tensor, y: Tensor, batch: Sequence[Tensor] | None, members: slice = slice(None)) -> Tensor:
+        """Mean losses of `members` (default all K), member k on the rows batch[k] (None: all of (x, y))."""
+        params = {n: t[members] for n, t in self.params().items()}
+        buffers = {n: t[members] for n, t in self.buffers.items()}
         if batch is None:
-            return vmap(self.loss_fn, in_dims=(0, None))(self.shared(self.params(), self.buffers, x), y).mean(1)
-        rows = torch.stack(batch).to(x.device)
-        return vmap(self.loss_fn)(self.per_member(self.params(), self.buffers, x[rows]), y[rows]).mean(1)
+            return vmap(self.loss_fn, in_dims=(0, None))(self.shared(params, buffers, x), y).mean(1)
+        rows = torch.stack(batch[members]).to(x.device)
+        return vmap(self.loss_fn)(self.per_member(params, buffers, x[rows]), y[rows]).mean(1)
+
+    def backward(self, x: Tensor, y: Tensor, batch: Sequence[Tensor] | None) -> list[float]:
+        """Leave the gradient of every member's loss in the leaves' .grad, group by group; returns the K losses."""
+        values = []
+        for members in _member_groups(self.template, self.size, len(x) if batch is None else len(batch[0])):
+            losses = self.losses(x, y, batch, members)
+            losses.sum().backward()
+            values += losses.tolist()
+        return values
 
     def grad_norms(self) -> Tensor:
         """(K,) norms of each member's gradient left by the last backward pass."""
@@ -545,11 +577,9 @@ def _train(stepper: Stepper, tensors: Data, plan: _Plan, progress: bool | None) 
     bar = tqdm(range(1, plan.epochs + 1), desc=desc, disable=not _progress(progress), leave=False)
     for epoch in bar:
         for step, batch in enumerate(zip(*(_batches(len(x), plan.batch_size, g) for g in generators))):
-            losses = stepper.losses(x, y, None if steps_per_epoch == 1 else batch)
-            values = losses.tolist()
-            _check_finite(values, epoch, step)
             optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            values = stepper.backward(x, y, None if steps_per_epoch == 1 else batch)
+            _check_finite(values, epoch, step)
             if plan.record_steps:
                 _record_steps(histories, values, stepper.grad_norms())
             optimizer.step()

@@ -196,6 +196,19 @@ def test_ensemble_interleaved_learning_rates_match_separate_fits(optimizer, batc
         assert h.step_grad_norm == pytest.approx(ens.histories[k].step_grad_norm, rel=1e-3)
 
 
+@pytest.mark.parametrize("optimizer, batch_size, lrs", [("adam", 40, 1e-2), ("sgd", None, [1e-2, 3e-2, 1e-2, 3e-2, 1e-2])])
+def test_ensemble_in_member_groups_is_bit_for_bit_the_ensemble_in_one_pass(monkeypatch, optimizer, batch_size, lrs):
+    kw = dict(epochs=2, lr=lrs, batch_size=batch_size, optimizer=optimizer, record_steps=True, progress=False,
+              device=CPU)
+    whole = train.fit_ensemble(build, range(5), blobs(), **kw)
+    monkeypatch.setattr(train, "CHUNK_BYTES", 40 * 12 * 4 * 2)  # two members of 40 rows (12 wide) a group at most
+    assert train._member_groups(build(), 5, 40) == [slice(0, 2), slice(2, 3), slice(3, 5)]  # in member order
+    assert train._member_groups(models.cnn((1, 8, 8), [2], 3), 5, 40) == [slice(0, 5)]  # only MLPs are split
+    grouped = train.fit_ensemble(build, range(5), blobs(), **kw)
+    assert all(torch.equal(whole.params[name], grouped.params[name]) for name in whole.params)
+    assert [h.step_grad_norm for h in whole.histories] == [h.step_grad_norm for h in grouped.histories]
+
+
 def test_single_member_ensemble_is_exactly_fit():
     kw = dict(epochs=2, lr=1e-2, batch_size=32, record_steps=True, snapshot_every=1, progress=False, device=CPU)
     ens = train.fit_ensemble(build, [3], blobs(), **kw)

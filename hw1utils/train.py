@@ -491,10 +491,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, plan: _Plan,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / total)
 
 
-def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> list[Tensor]:
-    """Index slices of one epoch: a random permutation cut into batches (or everything, for full batch)."""
+def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> list[Tensor | None]:
+    """Index slices of one epoch: a random permutation cut into batches ([None], all rows, for full batch)."""
     if batch_size is None or batch_size >= n:
-        return [torch.arange(n)]
+        return [None]
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import ConstantInputWarning, binom, spearmanr
@@ -77,7 +77,7 @@ def _indices(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
     return rng.integers(0, n, (resamples, n))
 
 
-def _percentile_interval(draws: list[float], level: float) -> tuple[float, float]:
+def _percentile_interval(draws: Sequence[float] | np.ndarray, level: float) -> tuple[float, float]:
     """The central `level` interval of the bootstrap draws (NaN draws, e.g. of constant resamples, skipped)."""
     low, high = np.nanquantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
@@ -144,25 +144,32 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
             "accuracy_b": float(right_b.mean()), "difference": (b - c) / len(right_a), "p_value": p_value}
 
 
-def paired_bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, resamples: int, seed: int,
-                                level: float = 0.95) -> dict[str, float]:
-    """Accuracy of A minus accuracy of B, with a percentile interval resampling test images (paired).
+def _counted_interval(counts: dict[str, float], resamples: int, seed: int, level: float) -> tuple[float, float]:
+    """Percentile interval of accuracy A - B from `mcnemar`'s counts, each resample drawn through its counts.
 
-    A resample of the n images is drawn through its counts: how many images only A gets right, how many
-    only B, the rest (a multinomial, drawn as two binomials). That is the distribution of resampling the
-    images themselves, without the (resamples, n) index table. Returns difference, low and high;
-    identical correctness vectors give exactly 0, 0, 0.
+    A resample of the n images is described by how many images only A gets right, how many only B, and
+    the rest (a multinomial, drawn as two binomials): the distribution of resampling the images themselves,
+    without the (resamples, n) index table.
     """
     _check_level(level)
     _check_resamples(resamples)
-    mcnemar_counts = mcnemar(correct_a, correct_b)
-    only_a, only_b, n = mcnemar_counts["b"], mcnemar_counts["c"], mcnemar_counts["n"]
+    only_a, only_b, n = counts["b"], counts["c"], counts["n"]
     rng = np.random.default_rng(seed)
     discordant = rng.binomial(n, (only_a + only_b) / n, resamples)
     fewer = rng.binomial(discordant, min(only_a, only_b) / max(only_a + only_b, 1))  # the rarer kind: A, B swap
     draws_a, draws_b = (discordant - fewer, fewer) if only_a >= only_b else (fewer, discordant - fewer)
-    low, high = _percentile_interval(list((draws_a - draws_b) / n), level)
-    return {"difference": mcnemar_counts["difference"], "low": low, "high": high}
+    return _percentile_interval((draws_a - draws_b) / n, level)
+
+
+def paired_bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, resamples: int, seed: int,
+                                level: float = 0.95) -> dict[str, float]:
+    """Accuracy of A minus accuracy of B, with a percentile interval resampling test images (paired).
+
+    Returns difference, low and high; identical correctness vectors give exactly 0, 0, 0.
+    """
+    counts = mcnemar(correct_a, correct_b)
+    low, high = _counted_interval(counts, resamples, seed, level)
+    return {"difference": counts["difference"], "low": low, "high": high}
 
 
 def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, resamples: int, seed: int,
@@ -172,8 +179,9 @@ def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, resamples: i
     Returns `mcnemar`'s values with difference_low and difference_high (accuracy A - B); given the
     per-image losses, also loss_difference (mean loss A - B) with loss_difference_low and _high.
     """
-    accuracy = paired_bootstrap_difference(correct_a, correct_b, resamples, seed)
-    out = {**mcnemar(correct_a, correct_b), "difference_low": accuracy["low"], "difference_high": accuracy["high"]}
+    counts = mcnemar(correct_a, correct_b)
+    low, high = _counted_interval(counts, resamples, seed, level=0.95)
+    out = {**counts, "difference_low": low, "difference_high": high}
     if loss_a is not None and loss_b is not None:
         difference = np.asarray(loss_a, float) - np.asarray(loss_b, float)  # one array: half the gathering
         loss = bootstrap_interval(np.mean, difference, resamples=resamples, seed=seed)

@@ -202,8 +202,10 @@ def test_ensemble_in_member_groups_is_bit_for_bit_the_ensemble_in_one_pass(monke
               device=CPU)
     whole = train.fit_ensemble(build, range(5), blobs(), **kw)
     monkeypatch.setattr(train, "CHUNK_BYTES", 40 * 12 * 4 * 2)  # two members of 40 rows (12 wide) a group at most
-    assert train._member_groups(build(), 5, 40) == [slice(0, 2), slice(2, 3), slice(3, 5)]  # in member order
-    assert train._member_groups(models.cnn((1, 8, 8), [2], 3), 5, 40) == [slice(0, 5)]  # only MLPs are split
+    row_bytes = train._row_bytes(build())
+    assert row_bytes == 12 * 4 and train._row_bytes(models.cnn((1, 8, 8), [2], 3)) is None  # only MLPs are split
+    assert train._member_groups(5, row_bytes, 40) == [slice(0, 2), slice(2, 3), slice(3, 5)]  # in member order
+    assert train._member_groups(5, None, 40) == [slice(0, 5)]
     grouped = train.fit_ensemble(build, range(5), blobs(), **kw)
     assert all(torch.equal(whole.params[name], grouped.params[name]) for name in whole.params)
     assert [h.step_grad_norm for h in whole.histories] == [h.step_grad_norm for h in grouped.histories]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader, Subset
 
-from hw1utils import data, models, train
+from hw1utils import config, data, models, train
 
 IDX_SOURCE = Path("/usr/share/datasets/fashion-mnist")  # MNIST-format IDX files available offline
 CPU = torch.device("cpu")
@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=100, help="models in (b)")
     parser.add_argument("--ensemble-epochs", type=int, default=300, help="full-batch epochs in (b)")
     args = parser.parse_args()
+    config.keep_freed_memory()  # the allocator setting every notebook runs with (config.parameters)
     rows, ratios = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         root = mnist_format_root(Path(tmp))

@@ -1,6 +1,8 @@
 """Profiles, paths, seeding and result export."""
 
 import json
+import platform
+import sys
 
 import matplotlib
 
@@ -136,3 +138,10 @@ def test_claims_that_do_not_apply_still_run_so_a_typo_fails_the_smoke_test(capsy
     assert "claims not checked" in capsys.readouterr().out, "a missing group or a false claim is no error here"
     with pytest.raises(NameError):
         checks.confirm({"a typo": lambda: undefined_name > 0}, applies=False)  # noqa: F821
+
+
+def test_keep_freed_memory_applies_on_glibc_and_nowhere_else(monkeypatch):
+    on_glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert config.keep_freed_memory() is on_glibc
+    monkeypatch.setattr(config.sys, "platform", "darwin")
+    assert config.keep_freed_memory() is False

@@ -100,28 +100,31 @@ def lr_grid(lrs: Sequence[float], seeds: Sequence[int]) -> tuple[list[float], li
     return [float(lr) for lr in lrs for _ in seeds], [int(s) for _ in lrs for s in seeds]
 
 
-def tail_loss(history: History, fraction: float = 0.1) -> float:
-    """Geometric mean of the training loss over the last `fraction` of the evaluations (at least one).
+def tail_loss(history: History, fraction: float = 0.1, key: str = "train_loss") -> float:
+    """Geometric mean of loss `key` (the training loss; "test_loss": held-out data) over the last `fraction` of the
+    evaluations (at least one).
 
     A single last value would reward a run that happens to sit in a dip of an oscillation; the tail
     mean charges an unstable learning rate for its spikes.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    losses = np.asarray(history.train_loss[1:] or history.train_loss, dtype=float)
+    values = getattr(history, key)
+    losses = np.asarray(values[1:] or values, dtype=float)
     tail = losses[-max(1, math.ceil(fraction * len(losses))):]
     return float(np.exp(np.mean(np.log(np.maximum(tail, np.finfo(float).tiny)))))
 
 
 def lr_search_table(histories: Sequence[History], member_lrs: Sequence[float],
-                    fraction: float = 0.1) -> pd.DataFrame:
-    """Per learning rate: median, min and max over seeds of the tail loss (`tail_loss`), and the choice.
+                    fraction: float = 0.1, key: str = "train_loss") -> pd.DataFrame:
+    """Per learning rate: median, min and max over seeds of the tail loss (`tail_loss` of `key`), and the choice.
 
     The chosen lr has the lowest median; ties go to the smaller lr.
     """
     if len(histories) != len(member_lrs):
         raise ValueError(f"{len(histories)} histories but {len(member_lrs)} learning rates; give one per member")
-    frame = pd.DataFrame({"lr": list(map(float, member_lrs)), "tail loss": [tail_loss(h, fraction) for h in histories]})
+    frame = pd.DataFrame({"lr": list(map(float, member_lrs)),
+                          "tail loss": [tail_loss(h, fraction, key) for h in histories]})
     table = frame.groupby("lr")["tail loss"].agg(["median", "min", "max"]).sort_index()
     table["chosen"] = table.index == table["median"].idxmin()
     return table
@@ -154,9 +157,9 @@ def _edge(grid: Sequence[float], lr: float) -> int:
 
 
 def search_lr(build: Callable[[], nn.Module], data: Any, *, lrs: Sequence[float], seeds: Sequence[int], epochs: int,
-              per_decade: int = 2, max_extensions: int = 3, tail_fraction: float = 0.1, cache: str | None = None,
-              **fit_kw: Any) -> pd.DataFrame:
-    """`lr_search_table` of a grid grown until the chosen learning rate lies strictly inside it.
+              per_decade: int = 2, max_extensions: int = 3, tail_fraction: float = 0.1, key: str = "train_loss",
+              cache: str | None = None, **fit_kw: Any) -> pd.DataFrame:
+    """`lr_search_table` (of loss `key`) of a grid grown until the chosen learning rate lies strictly inside it.
 
     Every lr of `lrs` trains with every seed for `epochs` (one ensemble). While the chosen lr is the
     smallest or largest of the grid, the next rate beyond it (`ladder_step`) trains with the same seeds
@@ -177,7 +180,7 @@ def search_lr(build: Callable[[], nn.Module], data: Any, *, lrs: Sequence[float]
         lrs_k, seeds_k = lr_grid(new, seeds)
         histories += fit_ensemble(build, seeds_k, data, epochs=epochs, lr=lrs_k, cache=cache, **fit_kw).histories
         member_lrs += lrs_k
-        table = lr_search_table(histories, member_lrs, tail_fraction)
+        table = lr_search_table(histories, member_lrs, tail_fraction, key)
         side = _edge(table.index, best_lr(table))
         if side == 0:
             return table.assign(added=~table.index.isin(start))

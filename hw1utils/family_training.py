@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from . import config, data, uncertainty
-from .deep_shallow import Architecture
+from .deep_shallow import Architecture, best_lr, search_lr
 from .interpolation import per_example_scores
 from .train import CONV_EVAL_BATCH, Ensemble, fit_ensemble
 
@@ -74,23 +74,96 @@ def second_task(download: bool = True) -> tuple[data.ImageDataset, str]:
                                                 "is the full Fashion-MNIST.")
 
 
-def train_families(task: str, dataset: data.ImageDataset, families: Mapping[str, Sequence[Architecture]], *,
-                   epochs: int, batch_size: int, lr: float, seeds: Sequence[int],
-                   eval_train_examples: int | None = None, device: torch.device,
-                   cache: str | None = None) -> TaskRuns:
-    """Train every model of `families` on `dataset` for the same `epochs` (Adam, `lr`, mini-batches of `batch_size`).
+def search_rates(dataset: data.ImageDataset, families: Mapping[str, Sequence[Architecture]], *, lrs: Sequence[float],
+                 seeds: Sequence[int], search_train: int, held_out: int, epochs: int, batch_size: int,
+                 lr_schedule: str, device: torch.device, per_decade: int = 2, max_extensions: int = 2,
+                 cache: str | None = None) -> dict[str, dict[str, pd.DataFrame]]:
+    """Family -> model -> its learning-rate search (`deep_shallow.search_lr`), scored on held-out training images.
 
-    The seeds of one model train together (one `fit_ensemble`); every step's mini-batch loss is recorded,
-    and loss and accuracy on the whole test set and on the first `eval_train_examples` training images
-    (None: all of them) are measured after every epoch. `cache` prefixes the cache entry names.
+    Every rate trains `seeds` on the first `search_train` training images for `epochs` (the reported runs' batch
+    size and schedule) and is scored by its loss, at the end, on the last `held_out` training images, which no
+    search run trains on; the grid grows until the chosen rate lies inside it. The test set takes no part.
+    """
+    x, y, _, _ = dataset.float_tensors(device)
+    if search_train < 1 or held_out < 1 or search_train + held_out > len(y):
+        raise ValueError(f"search_train ({search_train}) and held_out ({held_out}) must be positive and together at "
+                         f"most the {len(y):,} training images, so that no search run trains on its scoring images")
+    split = (x[:search_train], y[:search_train], x[-held_out:], y[-held_out:])
+    return {family: {a.name: search_lr(
+        a.build, split, lrs=lrs, seeds=seeds, epochs=epochs, per_decade=per_decade, max_extensions=max_extensions,
+        key="test_loss", batch_size=batch_size, lr_schedule=lr_schedule, eval_every=epochs,
+        eval_train_examples=held_out, device=device, cache=cache and f"{cache}-{family}-{a.name}".replace(" ", "_"))
+        for a in archs} for family, archs in families.items()}
+
+
+def _family_rate(models: Mapping[str, pd.DataFrame]) -> float:
+    """The rate of one family's searches whose held-out loss, over the family's models, is at most the fewest times
+    each model's best (a rate not searched for a model counts as infinitely far); ties go to the smaller rate."""
+    losses = pd.DataFrame({model: table["median"] for model, table in models.items()})
+    worst = (losses / losses.min()).max(axis=1, skipna=False).fillna(np.inf)
+    return float(worst.idxmin())
+
+
+def common_rates(searches: Mapping[str, Mapping[str, pd.DataFrame]]) -> dict[str, dict[str, float]]:
+    """Family -> model -> the family's one rate (`_family_rate`): `search_rates`'s result in, `train_families`'s out.
+
+    One rate per family keeps depth the only thing that changes inside it; it is the rate nearest every depth's
+    best in the worst case, so a rate at which one depth fails is not chosen for the others.
+    """
+    return {family: dict.fromkeys(models, _family_rate(models)) for family, models in searches.items()}
+
+
+def search_table(searches: Mapping[str, Mapping[str, Mapping[str, pd.DataFrame]]]) -> pd.DataFrame:
+    """Per (task, family, model): the held-out loss at every rate searched (nan: not searched), the model's own best
+    rate, its family's common rate (`common_rates`) and the held-out loss there in multiples of the model's best."""
+    rows = {}
+    for task, per_family in searches.items():
+        for family, models in per_family.items():
+            common = _family_rate(models)
+            for model, table in models.items():
+                rows[(task, family, model)] = {**{f"{lr:g}": loss for lr, loss in table["median"].items()},
+                                               "best": best_lr(table), "common": common,
+                                               "common / best": table["median"][common] / table["median"].min()}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis(["task", "family", "model"])
+    rates = sorted((c for c in table.columns if c not in ("best", "common", "common / best")), key=float)
+    return table[[*rates, "best", "common", "common / best"]]
+
+
+def rate_trade_offs(search: pd.DataFrame) -> pd.DataFrame:
+    """The `search_table` rows whose own best rate is not their family's, with what that best rate does to the
+    family: the highest held-out loss it gives a model, and whether it is worse than the family's rate for one."""
+    losses = search.drop(columns=["best", "common", "common / best"]).sort_index()  # sorted: fast, warning-free .loc
+    rows = {}
+    for (task, family, model), row in search[search["best"] != search["common"]].iterrows():
+        at_best, at_common = (losses.loc[(task, family), f"{row[rate]:g}"] for rate in ("best", "common"))
+        rows[(task, family, model)] = {"best": row["best"], "common": row["common"], "worst at best": at_best.max(),
+                                       "worse for another": bool((at_best > at_common).any())}
+    index = pd.MultiIndex.from_tuples(list(rows), names=["task", "family", "model"])
+    return pd.DataFrame(list(rows.values()), index=index, columns=["best", "common", "worst at best", "worse for another"])
+
+
+def train_families(task: str, dataset: data.ImageDataset, families: Mapping[str, Sequence[Architecture]], *,
+                   epochs: int, batch_size: int, lrs: Mapping[str, Mapping[str, float]], seeds: Sequence[int],
+                   lr_schedule: str = "constant", eval_train_examples: int | None = None, device: torch.device,
+                   cache: str | None = None) -> TaskRuns:
+    """Train every model of `families` on `dataset` for the same `epochs` (Adam, mini-batches of `batch_size`).
+
+    Model `name` of `family` trains at learning rate lrs[family][name] under `lr_schedule`. The seeds of one
+    model train together (one `fit_ensemble`); every step's mini-batch loss is recorded, and loss and accuracy
+    on the whole test set and on the first `eval_train_examples` training images (None: all of them) are
+    measured after every epoch. `cache` prefixes the cache entry names.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    missing = [f"{family} {a.name}" for family, archs in families.items() for a in archs
+               if a.name not in lrs.get(family, {})]
+    if missing:
+        raise ValueError(f"no learning rate for {', '.join(missing)}; give lrs[family][model] for every model")
     tensors = dataset.float_tensors(device)
     ensembles = {family: {a.name: fit_ensemble(
-        a.build, seeds, tensors, epochs=epochs, lr=lr, batch_size=batch_size, eval_every=1, record_steps=True,
-        eval_train_examples=eval_train_examples, device=device,
-        cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
+        a.build, seeds, tensors, epochs=epochs, lr=lrs[family][a.name], batch_size=batch_size,
+        lr_schedule=lr_schedule, eval_every=1, record_steps=True, eval_train_examples=eval_train_examples,
+        device=device, cache=cache and f"{cache}-{task}-{family}-{a.name}".replace(" ", "_")) for a in archs}
         for family, archs in families.items()}
     return TaskRuns(task, dataset, epochs, epochs * math.ceil(len(dataset.y_train) / batch_size), ensembles)
 

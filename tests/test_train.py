@@ -1,5 +1,6 @@
 """fit / evaluate / History and fit_ensemble against the plain loop."""
 
+import dataclasses
 import inspect
 import math
 
@@ -372,6 +373,16 @@ def test_linear_schedule_falls_to_zero_over_the_run_and_a_target_accuracy_stops_
         optimizer.step()
         scheduler.step()
     assert rates == pytest.approx([1 - k / 10 for k in range(10)])
+    warm_plan = dataclasses.replace(plan, lr_schedule="warmup", epochs=4)  # 20 steps: 2 up, 18 down
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = train._scheduler(optimizer, warm_plan, steps_per_epoch=5)
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.5, 1.0] + [(20 - k) / 19 for k in range(2, 20)])
+    assert max(rates) == 1.0 and rates[-1] > 0 and all(a > b for a, b in zip(rates[1:], rates[2:]))
     _, constant = trained(0, epochs=2, lr=1e-2, batch_size=32)
     _, decayed = trained(0, epochs=2, lr=1e-2, batch_size=32, lr_schedule="linear")
     assert constant.train_loss[0] == decayed.train_loss[0] and constant.train_loss[1:] != decayed.train_loss[1:]

@@ -360,27 +360,25 @@ def test_stacked_linear_gradients_match_autograd_of_the_plain_product(n_in, n_ou
     assert got[1].shape == weight.shape and got[1].is_contiguous()
 
 
+def scheduled_rates(plan, steps_per_epoch):
+    """The learning rate of each step of `plan`'s schedule, for a base rate of 1."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = train._scheduler(optimizer, plan, steps_per_epoch)
+    rates = []
+    for _ in range(plan.epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
 def test_linear_schedule_falls_to_zero_over_the_run_and_a_target_accuracy_stops_training():
     plan = train._Plan(seeds=[0], lrs=[1.0], epochs=2, batch_size=None, optimizer="sgd", lr_schedule="linear",
                        loss="mse", momentum=0.0, weight_decay=0.0, record_steps=False, snapshot_every=None,
                        eval_every=1, eval_train_examples=None, patience=None, min_improvement=0.01,
                        target_loss=None, target_accuracy=None, on_epoch=None, device=CPU)
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    scheduler = train._scheduler(optimizer, plan, steps_per_epoch=5)
-    rates = []
-    for _ in range(10):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert rates == pytest.approx([1 - k / 10 for k in range(10)])
-    warm_plan = dataclasses.replace(plan, lr_schedule="warmup", epochs=4)  # 20 steps: 2 up, 18 down
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    scheduler = train._scheduler(optimizer, warm_plan, steps_per_epoch=5)
-    rates = []
-    for _ in range(20):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    assert scheduled_rates(plan, 5) == pytest.approx([1 - k / 10 for k in range(10)])
+    rates = scheduled_rates(dataclasses.replace(plan, lr_schedule="warmup", epochs=4), 5)  # 20 steps: 2 up, 18 down
     assert rates == pytest.approx([0.5, 1.0] + [(20 - k) / 19 for k in range(2, 20)])
     assert max(rates) == 1.0 and rates[-1] > 0 and all(a > b for a, b in zip(rates[1:], rates[2:]))
     _, constant = trained(0, epochs=2, lr=1e-2, batch_size=32)

@@ -139,7 +139,8 @@ def rate_trade_offs(search: pd.DataFrame) -> pd.DataFrame:
         rows[(task, family, model)] = {"best": row["best"], "common": row["common"], "worst at best": at_best.max(),
                                        "worse for another": bool((at_best > at_common).any())}
     index = pd.MultiIndex.from_tuples(list(rows), names=["task", "family", "model"])
-    return pd.DataFrame(list(rows.values()), index=index, columns=["best", "common", "worst at best", "worse for another"])
+    columns = ["best", "common", "worst at best", "worse for another"]
+    return pd.DataFrame(list(rows.values()), index=index, columns=columns)
 
 
 def train_families(task: str, dataset: data.ImageDataset, families: Mapping[str, Sequence[Architecture]], *,

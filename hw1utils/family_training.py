@@ -17,6 +17,7 @@ from .interpolation import per_example_scores
 from .train import CONV_EVAL_BATCH, Ensemble, fit_ensemble
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")  # final values kept per seed
+SEARCH_SUMMARY = ["best", "common", "common / best"]  # `search_table`'s columns after the one per searched rate
 
 
 @dataclass
@@ -125,14 +126,14 @@ def search_table(searches: Mapping[str, Mapping[str, Mapping[str, pd.DataFrame]]
                                                "best": best_lr(table), "common": common,
                                                "common / best": table["median"][common] / table["median"].min()}
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis(["task", "family", "model"])
-    rates = sorted((c for c in table.columns if c not in ("best", "common", "common / best")), key=float)
-    return table[[*rates, "best", "common", "common / best"]]
+    rates = sorted((c for c in table.columns if c not in SEARCH_SUMMARY), key=float)
+    return table[[*rates, *SEARCH_SUMMARY]]
 
 
 def rate_trade_offs(search: pd.DataFrame) -> pd.DataFrame:
     """The `search_table` rows whose own best rate is not their family's, with what that best rate does to the
     family: the highest held-out loss it gives a model, and whether it is worse than the family's rate for one."""
-    losses = search.drop(columns=["best", "common", "common / best"]).sort_index()  # sorted: fast, warning-free .loc
+    losses = search.drop(columns=SEARCH_SUMMARY).sort_index()  # sorted: fast, warning-free .loc
     rows = {}
     for (task, family, model), row in search[search["best"] != search["common"]].iterrows():
         at_best, at_common = (losses.loc[(task, family), f"{row[rate]:g}"] for rate in ("best", "common"))
